@@ -1,0 +1,1 @@
+"""Datasets, image I/O, preprocessing, the synthetic world and dataset tools."""

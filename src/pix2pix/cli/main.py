@@ -1,0 +1,188 @@
+"""`pix2pix` command: train, translate, import-reference, presets, data, demo.
+
+Errors caused by the input (Pix2PixError) are printed as one message naming the file,
+value and fix, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..errors import Pix2PixError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..config import apply_overrides, load_config_file, update_config
+    from ..presets import get_preset
+    from ..training.trainer import load_run_config, train
+
+    if args.resume:
+        if args.preset or args.config:
+            raise Pix2PixError("--resume continues a run with its saved config; drop --preset/--config "
+                               "(use --set to change a value such as train.max_steps).")
+        cfg = load_run_config(args.resume)
+    else:
+        cfg = get_preset(args.preset or "facades")
+        if args.config:
+            update_config(cfg, load_config_file(args.config), source=args.config)
+    apply_overrides(cfg, args.set or [])
+    if args.data:
+        cfg.data.root = args.data
+    if args.runs_dir:
+        cfg.train.runs_dir = args.runs_dir
+    result = train(cfg, resume=args.resume, dry_run=args.dry_run,
+                   progress=sys.stderr.isatty() if args.progress is None else args.progress)
+    if args.dry_run:
+        return 0
+    print(f"run directory: {result.run_dir}\nmodel: {result.run_dir / 'model'}\n"
+          f"report: {result.run_dir / 'index.html'}")
+    return 130 if result.interrupted else 0
+
+
+def expand_inputs(patterns: list[str]) -> list[Path]:
+    """Files, folders (their images) and glob patterns -> image paths, in order, without repeats."""
+    from ..data.images import is_image_file, list_images
+
+    paths: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern)
+        if p.is_dir():
+            paths += list_images(p)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True))
+            if not matches:
+                raise Pix2PixError(f"{pattern}: no such file, folder or matching glob.")
+            paths += [m for m in matches if m.is_file() and is_image_file(m)]
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+        raise Pix2PixError(f"no images found in {' '.join(patterns)}.")
+    return unique
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from ..inference import Translator
+
+    translator = Translator.from_pretrained(args.model, device=args.device, paper_mode=args.paper_mode)
+    paths = expand_inputs(args.inputs)
+    written = translator.translate_files(paths, args.output, batch_size=args.batch_size,
+                                         progress=sys.stderr.isatty())
+    print(f"wrote {len(written)} images to {args.output}")
+    return 0
+
+
+def _cmd_import_reference(args: argparse.Namespace) -> int:
+    from ..io.pretrained import save_pretrained
+    from ..io.reference import import_reference
+
+    kwargs = {k: v for k, v in {"in_channels": args.in_channels, "out_channels": args.out_channels,
+                                "ngf": args.ngf, "ndf": args.ndf, "norm": args.norm, "dropout": args.dropout,
+                                "n_layers": args.n_layers, "upsample": args.upsample}.items() if v is not None}
+    for item in args.arch_option or []:
+        key, _, value = item.partition("=")
+        kwargs[key] = int(value) if value.lstrip("-").isdigit() else value
+    if args.arch in ("basic", "n_layers", "pixel", "patchgan"):
+        kwargs.pop("ngf", None)
+        kwargs.pop("dropout", None)
+        kwargs.pop("upsample", None)
+    else:
+        kwargs.pop("ndf", None)
+        kwargs.pop("n_layers", None)
+    net = import_reference(args.checkpoint, args.arch, **kwargs)
+    data = {"direction": args.direction, "preprocess": "none", "crop_size": args.crop_size,
+            "in_channels": net.arch.get("in_channels"), "out_channels": net.arch.get("out_channels")}
+    save_pretrained(net, args.output, kind=net.reference_kind, data=data,
+                    extra={"imported_from": str(args.checkpoint)})
+    count = sum(p.numel() for p in net.parameters())
+    print(f"imported {net.reference_kind} {args.arch} ({count:,} parameters) into {args.output}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from ..presets import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, preset in PRESETS.items():
+        print(f"{name:<{width}}  {preset.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pix2pix", description="Paired image-to-image translation (pix2pix).")
+    parser.add_argument("--version", action="version", version=f"pix2pix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a preset, config file and overrides")
+    p.add_argument("--preset", help="named recipe (see `pix2pix presets`); default facades")
+    p.add_argument("--data", help="dataset folder")
+    p.add_argument("--config", help="JSON (or TOML) file of config values applied over the preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    p.add_argument("--runs-dir", help="where numbered run directories are created (default runs/)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and model sizes, train nothing")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("translate", help="translate images with a saved model")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True, help="model directory (a run's model/ or save_pretrained output)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--paper-mode", action="store_true",
+                   help="the paper's test protocol: dropout on, batch-norm with test-batch statistics")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("import-reference", help="convert a pytorch-CycleGAN-and-pix2pix checkpoint")
+    p.add_argument("checkpoint", help="e.g. latest_net_G.pth")
+    p.add_argument("--arch", required=True,
+                   help="generator (unet_256, unet_128, resnet_9blocks, resnet_6blocks) or discriminator "
+                        "(basic, n_layers, pixel)")
+    p.add_argument("-o", "--output", required=True, help="model directory to write")
+    p.add_argument("--in-channels", type=int)
+    p.add_argument("--out-channels", type=int)
+    p.add_argument("--ngf", type=int)
+    p.add_argument("--ndf", type=int)
+    p.add_argument("--n-layers", type=int, help="discriminator depth for --arch n_layers")
+    p.add_argument("--norm", choices=["batch", "instance", "none"])
+    p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--upsample", choices=["transpose", "resize_conv"])
+    p.add_argument("--arch-option", action="append", metavar="KEY=VALUE", help="other architecture options")
+    p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="recorded for inference")
+    p.add_argument("--crop-size", type=int, default=256, help="training size, recorded for reference")
+    p.set_defaults(func=_cmd_import_reference)
+
+    p = sub.add_parser("presets", help="list the training presets")
+    p.set_defaults(func=_cmd_presets)
+
+    from . import data as data_cli
+
+    data_cli.register(sub)
+    from . import demo as demo_cli
+
+    demo_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Pix2PixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Paired datasets for pix2pix: A|B side-by-side images, A/ and B/ folders, colorization.
+
+Each item is a dict with the input `A`, the target `B` (float tensors in [-1, 1],
+after the direction swap) and `path`. A key may be an index or `(index, seed)`: the
+seed makes the random crop and flip of that item reproducible, which is what lets an
+interrupted run resume exactly (see training/sampling.py).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..config import DataConfig, ModelConfig
+from ..errors import DataError
+from .images import convert_channels, image_to_tensor, list_images, open_image
+from .layout import detect_layout, find_pairs, folder_pair_dirs
+from .transforms import apply_params, sample_params
+
+
+@dataclass(frozen=True)
+class PairItem:
+    a: Path
+    b: Path | None  # None: both halves come from `a` (aligned or colorization)
+
+
+def _phase_images(root: Path, phase: str) -> list[Path]:
+    folder = root / phase
+    if not folder.is_dir():
+        if phase == "train" and list_images(root):
+            folder = root  # the user pointed --data at the image folder itself
+        else:
+            raise DataError(f"{folder} does not exist: a dataset needs {root}/{phase}/ "
+                            "(or A/ and B/ folders); check --data.")
+    return list_images(folder)
+
+
+def find_items(root: str | Path, phase: str, layout: str = "auto") -> tuple[str, list[PairItem]]:
+    """The layout in use and the items of `phase`; an empty dataset is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist: check --data.")
+    if layout == "auto":
+        layout = detect_layout(root, phase)
+    if layout == "folders":
+        a_dir, b_dir = folder_pair_dirs(root, phase)
+        items = [PairItem(a, b) for a, b in find_pairs(a_dir, b_dir)]
+        where = f"{a_dir} and {b_dir}"
+    else:
+        items = [PairItem(p, None) for p in _phase_images(root, phase)]
+        where = str(root / phase)
+    if not items:
+        raise DataError(f"no images found in {where}: add .png/.jpg files or point --data at another folder.")
+    return layout, items
+
+
+class PairedDataset(Dataset):
+    """Input/target pairs for pix2pix training and evaluation."""
+
+    def __init__(self, root: str | Path, phase: str = "train", *, data: DataConfig | None = None,
+                 in_channels: int = 3, out_channels: int = 3, train: bool = True) -> None:
+        self.cfg = data or DataConfig()
+        self.root = Path(root)
+        self.phase = phase
+        self.train = train
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.layout, self.items = find_items(self.root, phase, self.cfg.layout)
+        if self.cfg.max_items > 0:
+            self.items = self.items[: self.cfg.max_items]
+        if self.layout == "colorization" and self.cfg.color_space == "lab" and (in_channels, out_channels) != (1, 2):
+            raise DataError(f"{self.root}: Lab colorization maps L (1 channel) to ab (2 channels); "
+                            "set model.in_channels=1 and model.out_channels=2 (the 'colorization' preset does).")
+
+    @classmethod
+    def from_config(cls, data: DataConfig, model: ModelConfig, phase: str = "train", train: bool = True,
+                    root: str | Path | None = None) -> PairedDataset:
+        root = root or data.root
+        if not root:
+            raise DataError("no dataset given: pass --data DIR (or set data.root).")
+        return cls(root, phase, data=data, in_channels=model.in_channels, out_channels=model.out_channels,
+                   train=train)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load_pair(self, item: PairItem) -> tuple[Image.Image, Image.Image]:
+        """The (A, B) images as stored, before the direction swap."""
+        img = open_image(item.a)
+        if item.b is not None:
+            return img, open_image(item.b)
+        if self.layout == "colorization":
+            return img, img
+        w, h = img.size
+        if w % 2:
+            raise DataError(f"{item.a}: width {w} is odd, so it cannot be an A|B pair of two equal halves; "
+                            "re-create it with `pix2pix data combine`.")
+        return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        item = self.items[index]
+        img_a, img_b = self._load_pair(item)
+        if img_a.size != img_b.size:
+            raise DataError(f"{item.a} is {img_a.size[0]}x{img_a.size[1]} but its partner {item.b} is "
+                            f"{img_b.size[0]}x{img_b.size[1]}: the two images of a pair must have the same size.")
+        rng = random.Random(seed) if self.train else None
+        if self.train and seed is None:
+            rng = random.Random()
+        params = sample_params(img_a.size, self.cfg.preprocess, self.cfg.load_size, self.cfg.crop_size,
+                               flip=self.cfg.flip, rng=rng, source=str(item.a))
+        img_a, img_b = apply_params(img_a, params), apply_params(img_b, params)
+        if self.layout == "colorization":
+            inp, target = self._colorization_tensors(img_a, item.a)
+        else:
+            if self.cfg.direction == "BtoA":
+                img_a, img_b = img_b, img_a
+            inp = image_to_tensor(convert_channels(img_a, self.in_channels, item.a))
+            target = image_to_tensor(convert_channels(img_b, self.out_channels, item.b or item.a))
+        return {"A": inp, "B": target, "path": str(item.a)}
+
+    def _colorization_tensors(self, img: Image.Image, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = convert_channels(img, 3, path)
+        if self.cfg.color_space == "lab":
+            from .color import rgb_to_lab
+
+            lab = rgb_to_lab(np.asarray(rgb)).astype(np.float32)
+            lab_t = torch.from_numpy(lab.transpose(2, 0, 1).copy())
+            return lab_t[:1] / 50.0 - 1.0, lab_t[1:] / 110.0
+        gray = image_to_tensor(convert_channels(rgb, 1, path))
+        return gray.expand(self.in_channels, -1, -1).clone(), image_to_tensor(convert_channels(rgb, self.out_channels, path))

@@ -1,0 +1,122 @@
+"""Import checkpoints of the reference implementations (pytorch-CycleGAN-and-pix2pix, pix2pixHD).
+
+    G = import_reference("latest_net_G.pth", "unet_256")
+    D = import_reference("latest_net_D.pth", "basic", in_channels=6)
+
+Files are read with `torch.load(weights_only=True)`: no pickled code runs. Known
+differences of old checkpoints are repaired: a DataParallel `module.` prefix is
+stripped, instance-norm running statistics saved by PyTorch < 0.4 are dropped, and
+batch-norm `num_batches_tracked` counters missing from old files are added. Anything
+else that does not match is an error listing the keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..registry import DISCRIMINATORS, GENERATORS, create_discriminator, create_generator, list_generators
+from .pretrained import load_state_strict
+
+# Reference discriminator names (--netD) and the registry entries they correspond to.
+REFERENCE_DISCRIMINATORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "basic": ("patchgan", {"n_layers": 3}),
+    "n_layers": ("patchgan", {}),
+    "pixel": ("patchgan", {"n_layers": 0}),
+    "patchgan": ("patchgan", {}),
+}
+
+
+def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a reference .pth state_dict safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} could not be loaded with weights_only=True ({exc}). Only plain "
+                              "state_dicts are accepted; re-save it with torch.save(model.state_dict()).") from None
+    return _as_state_dict(state, str(path))
+
+
+def _as_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} is not a state_dict of tensors.")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _repair(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop legacy instance-norm statistics and add missing batch-norm counters."""
+    modules = dict(net.named_modules())
+    own = net.state_dict()
+    repaired = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if key not in own and leaf in ("running_mean", "running_var", "num_batches_tracked") \
+                and isinstance(modules.get(prefix), nn.InstanceNorm2d):
+            continue
+        repaired[key] = value
+    for key in own:
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "num_batches_tracked" and key not in repaired and f"{prefix}.running_mean" in repaired:
+            repaired[key] = torch.zeros((), dtype=torch.long)
+    return repaired
+
+
+def _guess_dropout(arch: str, state: Mapping[str, torch.Tensor]) -> bool | None:
+    """ResNet blocks put the second conv at index 5 without dropout and 6 with it."""
+    if not arch.startswith("resnet"):
+        return None
+    keys = " ".join(state)
+    if re.search(r"conv_block\.6\.weight", keys) and not re.search(r"conv_block\.5\.weight", keys):
+        return True
+    if re.search(r"conv_block\.5\.weight", keys):
+        return False
+    return None
+
+
+def build_reference_network(arch: str, state: Mapping[str, torch.Tensor] | None = None,
+                            **arch_kwargs: Any) -> tuple[nn.Module, str]:
+    """Build the network for reference name `arch`; returns (network, 'generator' | 'discriminator')."""
+    kwargs = dict(arch_kwargs)
+    if arch in REFERENCE_DISCRIMINATORS or arch in DISCRIMINATORS:
+        name, fixed = REFERENCE_DISCRIMINATORS.get(arch, (arch, {}))
+        in_channels = kwargs.pop("in_channels", None)
+        if in_channels is None:
+            raise CheckpointError(f"discriminator '{arch}' needs in_channels (6 for a conditional D on RGB pairs).")
+        kwargs.pop("out_channels", None)
+        return create_discriminator(name, in_channels, init=None, **{**kwargs, **fixed}), "discriminator"
+    if arch in GENERATORS or arch in list_generators():
+        if "dropout" not in kwargs and state is not None:
+            guessed = _guess_dropout(arch, state)
+            if guessed is not None:
+                kwargs["dropout"] = guessed
+        return create_generator(arch, init=None, **kwargs), "generator"
+    known = sorted(set(list_generators()) | set(REFERENCE_DISCRIMINATORS) | set(DISCRIMINATORS))
+    from ..errors import did_you_mean
+
+    raise CheckpointError(f"unknown architecture '{arch}'; choose one of {', '.join(known)}." + did_you_mean(arch, known))
+
+
+def import_reference(state_dict_or_path: str | Path | Mapping[str, torch.Tensor], arch: str,
+                     **arch_kwargs: Any) -> nn.Module:
+    """Build `arch` with `arch_kwargs` and load a reference checkpoint into it strictly (eval mode)."""
+    if isinstance(state_dict_or_path, (str, Path)):
+        source = str(state_dict_or_path)
+        state = load_reference_state(state_dict_or_path)
+    else:
+        source = "the state_dict"
+        state = _as_state_dict(state_dict_or_path, source)
+    net, kind = build_reference_network(arch, state, **arch_kwargs)
+    load_state_strict(net, _repair(net, state), source)
+    net.reference_kind = kind
+    return net.eval()

@@ -1,0 +1,29 @@
+"""Learning-rate schedules, stepped once per epoch as in the reference code."""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, StepLR
+
+from ..config import OptimConfig
+
+
+def linear_decay_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
+    """The reference rule: 1 for the first n_epochs, then linear towards 0 over n_epochs_decay.
+
+    factor(e) = 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)
+    """
+    return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
+
+
+def make_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> LRScheduler:
+    if cfg.lr_policy == "linear":
+        return LambdaLR(optimizer, lambda e: linear_decay_factor(e, cfg.n_epochs, cfg.n_epochs_decay))
+    if cfg.lr_policy == "step":
+        return StepLR(optimizer, step_size=cfg.lr_decay_iters, gamma=0.1)
+    if cfg.lr_policy == "cosine":
+        total = max(1, cfg.n_epochs + cfg.n_epochs_decay)
+        return LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, total) / total)))
+    return LambdaLR(optimizer, lambda e: 1.0)

@@ -1,0 +1,360 @@
+"""The training loop: D step, then G step with D frozen, epoch-based lr schedule, exact resume.
+
+    result = train(get_preset("facades"), data="datasets/facades")
+
+A numbered run directory `runs/NNNNN-name/` holds the resolved `config.json`,
+`stats.jsonl` (one line per log interval), `samples/step_*.png` grids (input |
+output | target) with an `index.html` and `loss.svg`, `checkpoints/latest.pt` (the
+full training state) and `model/` (the generator as `from_pretrained` reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader
+from tqdm import tqdm
+
+from ..config import Config, config_from_dict, validate
+from ..data.images import tensor_to_image
+from ..data.paired import PairedDataset
+from ..errors import DataError, TrainingDiverged
+from ..io.atomic import write_json
+from ..io.pretrained import save_pretrained
+from ..models import run_padded
+from ..nn import set_requires_grad
+from ..registry import create_discriminator, create_generator
+from ..report import image_grid, write_run_index
+from ..runtime import resolve_device, seed_everything
+from .objective import Pix2PixObjective
+from .sampling import EpochSampler
+from .schedules import make_scheduler
+from .state import load_training_state, rng_state, save_training_state, set_rng_state
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool = False
+
+
+def build_generator(cfg: Config) -> nn.Module:
+    m = cfg.model
+    return create_generator(m.generator, m.in_channels, m.out_channels, init=m.init, init_gain=m.init_gain,
+                            ngf=m.ngf, norm=m.norm, dropout=m.dropout, upsample=m.upsample, **m.generator_kwargs)
+
+
+def build_discriminator(cfg: Config) -> nn.Module:
+    m = cfg.model
+    d_in = m.in_channels + m.out_channels if m.conditional_d else m.out_channels
+    return create_discriminator(m.discriminator, d_in, init=m.init, init_gain=m.init_gain, ndf=m.ndf,
+                                n_layers=m.n_layers_d, norm=m.norm)
+
+
+def model_data_config(cfg: Config) -> dict[str, Any]:
+    """What inference needs to prepare inputs and read outputs, saved beside the weights."""
+    d = cfg.data
+    return {"direction": d.direction, "preprocess": d.preprocess, "load_size": d.load_size,
+            "crop_size": d.crop_size, "color_space": d.color_space, "layout": d.layout,
+            "in_channels": cfg.model.in_channels, "out_channels": cfg.model.out_channels}
+
+
+def create_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """runs_dir/NNNNN-name with NNNNN one more than the highest existing number."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name.split("-")[0]) for p in runs_dir.iterdir() if p.name.split("-")[0].isdigit()]
+    n = max(numbers, default=-1) + 1
+    while True:
+        path = runs_dir / f"{n:05d}-{name}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+class Pix2PixTrainer:
+    """Networks, optimisers, schedulers and the training step of one pix2pix run."""
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.objective = Pix2PixObjective(cfg.loss, conditional=cfg.model.conditional_d)
+        self.net_g = build_generator(cfg).to(device)
+        self.net_d = build_discriminator(cfg).to(device)
+        if cfg.train.channels_last:
+            self.net_g.to(memory_format=torch.channels_last)
+            self.net_d.to(memory_format=torch.channels_last)
+        o = cfg.optim
+        self.opt_g = torch.optim.Adam(self.net_g.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        self.sched_g = make_scheduler(self.opt_g, o)
+        self.sched_d = make_scheduler(self.opt_d, o)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One D update then one G update; returns the detached losses (no host synchronisation)."""
+        real_a, real_b = self._to_device(batch["A"]), self._to_device(batch["B"])
+        fake_b = run_padded(self.net_g, real_a)
+        losses: dict[str, torch.Tensor] = {}
+        if self.objective.uses_discriminator:
+            set_requires_grad(self.net_d, True)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_losses = self.objective.discriminator_losses(self.net_d, real_a, real_b, fake_b)
+            d_losses["D"].backward()
+            self.opt_d.step()
+            set_requires_grad(self.net_d, False)
+            losses.update(d_losses)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_losses = self.objective.generator_losses(self.net_d, real_a, real_b, fake_b)
+        g_losses["G"].backward()
+        self.opt_g.step()
+        losses.update(g_losses)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def end_epoch(self) -> None:
+        self.sched_g.step()
+        self.sched_d.step()
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    @torch.no_grad()
+    def translate(self, real_a: torch.Tensor) -> torch.Tensor:
+        was_training = self.net_g.training
+        self.net_g.eval()
+        out = run_padded(self.net_g, self._to_device(real_a))
+        self.net_g.train(was_training)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net_g": self.net_g.state_dict(), "net_d": self.net_d.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net_g.load_state_dict(state["net_g"])
+        self.net_d.load_state_dict(state["net_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+
+
+def _sample_dataset(cfg: Config) -> PairedDataset:
+    """Fixed pairs for the sample grids: from val/, else test/, else train/."""
+    for phase in ("val", "test", "train"):
+        try:
+            return PairedDataset.from_config(cfg.data, cfg.model, phase, train=False)
+        except DataError:
+            if phase == "train":
+                raise
+    raise AssertionError("unreachable")
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def describe(cfg: Config, trainer: Pix2PixTrainer, dataset: PairedDataset, total_steps: int) -> str:
+    def count(net: nn.Module) -> str:
+        return f"{sum(p.numel() for p in net.parameters()):,}"
+
+    return (f"dataset: {dataset.root} ({dataset.layout}, {len(dataset)} pairs, direction {cfg.data.direction})\n"
+            f"generator: {cfg.model.generator} ({count(trainer.net_g)} parameters)\n"
+            f"discriminator: {cfg.model.discriminator} n_layers={cfg.model.n_layers_d} "
+            f"({count(trainer.net_d)} parameters)\n"
+            f"steps: {total_steps} (batch {cfg.train.batch_size}, "
+            f"{math.ceil(len(dataset) / cfg.train.batch_size)} per epoch) on {trainer.device}")
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = False, progress: bool = False,
+          log: Any = print) -> TrainResult:
+    """Train pix2pix with `cfg`, or continue the run in `resume` exactly where it stopped."""
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        state = load_training_state(run_dir / "checkpoints" / "latest.pt")
+    validate(cfg)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    dataset = PairedDataset.from_config(cfg.data, cfg.model, "train", train=True)
+    trainer = Pix2PixTrainer(cfg, device)
+    steps_per_epoch = math.ceil(len(dataset) / cfg.train.batch_size)
+    total_steps = (cfg.optim.n_epochs + cfg.optim.n_epochs_decay) * steps_per_epoch
+    if cfg.train.max_steps > 0:
+        total_steps = min(total_steps, cfg.train.max_steps) if total_steps > 0 else cfg.train.max_steps
+    if dry_run:
+        log(json.dumps(cfg.to_dict(), indent=2))
+        log(describe(cfg, trainer, dataset, total_steps))
+        return TrainResult(Path(), 0)
+
+    sample_set = _sample_dataset(cfg)
+    sample_batch = [sample_set[i] for i in range(min(cfg.train.num_samples, len(sample_set)))]
+    step = 0
+    sums: dict[str, float] = {}
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+        step, sums = int(state["step"]), dict(state["log_sums"])
+        _truncate_stats(run_dir / "stats.jsonl", step)
+        log(f"resuming {run_dir} at step {step}")
+    else:
+        run_dir = create_run_dir(cfg.train.runs_dir, cfg.train.name or cfg.preset or "run")
+        write_json(run_dir / "config.json", cfg.to_dict())
+    (run_dir / "samples").mkdir(exist_ok=True)
+    writer = _tensorboard_writer(run_dir) if cfg.train.tensorboard else None
+
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    last_good_step = step
+
+    def check_finite(at_step: int) -> None:
+        if bool(nonfinite):
+            raise TrainingDiverged(
+                f"a loss became NaN or infinite between step {last_good_step} and step {at_step}; training "
+                f"stopped. The last good checkpoint (step {last_good_step}) is kept in {run_dir}/checkpoints. "
+                "Lower optim.lr, check the data for broken images, or resume with --resume after changing it."
+            )
+
+    def checkpoint(at_step: int) -> None:
+        nonlocal last_good_step
+        check_finite(at_step)
+        save_training_state(run_dir / "checkpoints" / "latest.pt", {
+            "trainer": trainer.state_dict(), "rng": rng_state(), "step": at_step, "log_sums": sums,
+            "config": json.dumps(cfg.to_dict())})
+        save_pretrained(trainer.net_g, run_dir / "model", data=model_data_config(cfg), extra={"step": at_step})
+        last_good_step = at_step
+
+    def write_samples(at_step: int) -> None:
+        rows = []
+        for item in sample_batch:
+            fake = trainer.translate(item["A"][None])[0]
+            rows.append([_display(item["A"], cfg), _display(fake, cfg, item["A"]), _display(item["B"], cfg, item["A"])])
+        image_grid(rows).save(run_dir / "samples" / f"step_{at_step:08d}.png")
+        write_run_index(run_dir)
+
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="it", dynamic_ncols=True,
+               file=sys.stderr, mininterval=0.5)
+    interrupted = False
+    window_start = time.perf_counter()
+    window_steps = 0
+    with _StopFlag() as stop:
+        while step < total_steps and not interrupted:
+            epoch, position = divmod(step, steps_per_epoch)
+            sampler = EpochSampler(len(dataset), cfg.train.seed, epoch, start=position * cfg.train.batch_size)
+            loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
+                                num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                                generator=torch.Generator())  # a private generator keeps the global RNG untouched
+            for batch in loader:
+                losses = trainer.train_step(batch)
+                step += 1
+                window_steps += 1
+                bar.update(1)
+                for k, v in losses.items():
+                    nonfinite |= ~torch.isfinite(v)
+                    sums[k] = sums.get(k, 0.0) + v  # stays a device tensor until the log interval
+                if step % steps_per_epoch == 0:
+                    trainer.end_epoch()
+                if step % cfg.train.log_every == 0 or step == total_steps:
+                    check_finite(step)
+                    n = step - (step - 1) // cfg.train.log_every * cfg.train.log_every
+                    means = {k: float(v) / n for k, v in sums.items()}
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": step, "epoch": step / steps_per_epoch, "lr": trainer.lr, "losses": means,
+                              "it_per_s": window_steps / elapsed if elapsed > 0 else None}
+                    _append_stats(run_dir / "stats.jsonl", record)
+                    if writer is not None:
+                        for k, v in means.items():
+                            writer.add_scalar(f"loss/{k}", v, step)
+                        writer.add_scalar("lr", trainer.lr, step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
+                    sums, window_start, window_steps = {}, time.perf_counter(), 0
+                if step % cfg.train.sample_every == 0 or step == total_steps:
+                    write_samples(step)
+                if stop.requested:
+                    interrupted = True
+                if step % cfg.train.checkpoint_every == 0 or step == total_steps or interrupted:
+                    checkpoint(step)
+                if step >= total_steps or interrupted:
+                    break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    write_run_index(run_dir)
+    if interrupted:
+        log(f"interrupted at step {step}; state saved. Continue with: pix2pix train --resume {run_dir}")
+    return TrainResult(run_dir, step, interrupted)
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config of an existing run (for --resume)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: --resume needs a run directory made by `pix2pix train`.")
+    return config_from_dict(json.loads(path.read_text()))
+
+
+def _display(t: torch.Tensor, cfg: Config, source: torch.Tensor | None = None):
+    """A tensor as an RGB image for the grids (Lab ab outputs are recombined with their L input)."""
+    t = t.detach().float().cpu()
+    if cfg.data.color_space == "lab" and t.shape[0] == 2 and source is not None:
+        from ..data.color import lab_channels_to_rgb
+
+        t = lab_channels_to_rgb(source.float().cpu(), t)
+    return tensor_to_image(t[:3] if t.shape[0] >= 3 else t[:1])
+
+
+def _append_stats(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint being resumed (they will be logged again)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        from ..io.atomic import write_text
+
+        write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: logging to stats.jsonl only
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny datasets made by the tests themselves, and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PIX2PIX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_determinism():
+    torch.set_num_threads(2)
+    yield
+
+
+def make_pair_images(n: int, size: tuple[int, int] = (40, 40), seed: int = 0) -> list[tuple[Image.Image, Image.Image]]:
+    """n (A, B) pairs: A is a blocky pattern, B a colour function of A (learnable, and pairs are distinguishable)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    pairs = []
+    for i in range(n):
+        blocks = rng.integers(0, 4, (h // 8 + 1, w // 8 + 1))
+        a = np.kron(blocks, np.ones((8, 8), dtype=np.int64))[:h, :w]
+        palette = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], dtype=np.uint8)
+        img_a = palette[a]
+        img_b = np.clip(255 - img_a.astype(int) + i, 0, 255).astype(np.uint8)
+        pairs.append((Image.fromarray(img_a), Image.fromarray(img_b)))
+    return pairs
+
+
+def write_aligned(root: Path, phase: str, pairs: list[tuple[Image.Image, Image.Image]], prefix: str = "p") -> list[Path]:
+    folder = root / phase
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (a, b) in enumerate(pairs):
+        ab = Image.new("RGB", (a.width * 2, a.height))
+        ab.paste(a, (0, 0))
+        ab.paste(b, (a.width, 0))
+        path = folder / f"{prefix}{i:03d}.png"
+        ab.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def aligned_dataset(tmp_path: Path) -> Path:
+    """root/train (6 pairs) and root/test (2 pairs) of 40x40 A|B images."""
+    root = tmp_path / "data"
+    write_aligned(root, "train", make_pair_images(6, seed=0))
+    write_aligned(root, "test", make_pair_images(2, seed=1))
+    return root
+
+
+@pytest.fixture
+def tiny_config(aligned_dataset: Path, tmp_path: Path):
+    from pix2pix.presets import get_preset
+
+    cfg = get_preset("tiny")
+    cfg.data.root = str(aligned_dataset)
+    cfg.train.runs_dir = str(tmp_path / "runs")
+    cfg.train.device = "cpu"
+    return cfg

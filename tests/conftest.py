@@ -35,7 +35,8 @@ def make_pair_images(n: int, size: tuple[int, int] = (40, 40), seed: int = 0) ->
     return pairs
 
 
-def write_aligned(root: Path, phase: str, pairs: list[tuple[Image.Image, Image.Image]], prefix: str = "p") -> list[Path]:
+def write_aligned(root: Path, phase: str, pairs: list[tuple[Image.Image, Image.Image]],
+                  prefix: str = "p") -> list[Path]:
     folder = root / phase
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from pix2pix.config import Config, apply_overrides, config_from_dict, load_config_file, update_config, validate
+from pix2pix.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    load_config_file,
+    update_config,
+    validate,
+)
 from pix2pix.errors import ConfigError
 from pix2pix.presets import PRESETS, get_preset
 

@@ -3,9 +3,9 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import make_pair_images, write_aligned
 from PIL import Image
 
-from conftest import make_pair_images, write_aligned
 from pix2pix.config import DataConfig, ModelConfig
 from pix2pix.data.images import convert_channels, image_to_tensor, load_image, tensor_to_image
 from pix2pix.data.layout import pair_by_stem

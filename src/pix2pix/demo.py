@@ -91,14 +91,15 @@ def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, s
 
 def _write_report(out_dir: Path, summary: dict[str, Any], stats: list[dict[str, Any]]) -> Path:
     m = summary["metrics"]
-    run = Path(summary["run_dir"]).relative_to(out_dir) if Path(summary["run_dir"]).is_relative_to(out_dir) else summary["run_dir"]
+    run_dir = Path(summary["run_dir"])
+    run = html.escape(str(run_dir.relative_to(out_dir) if run_dir.is_relative_to(out_dir) else run_dir))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>pix2pix demo</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1000px}} img{{max-width:100%;image-rendering:pixelated}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}</style></head>
 <body><h1>pix2pix demo: synthetic street world, labels &rarr; photo</h1>
 <p>{summary['steps']} training steps on the CPU in {summary['train_seconds']} s
-({summary['total_seconds']} s in all). Training run: <a href="{html.escape(str(run))}/index.html">{html.escape(str(run))}</a>.</p>
+({summary['total_seconds']} s in all). Training run: <a href="{run}/index.html">{run}</a>.</p>
 <h2>Test split ({summary['test_pairs']} pairs), generated vs real photo</h2>
 <table><tr><th>L1 (0-1 scale)</th><th>PSNR (dB)</th><th>SSIM</th></tr>
 <tr><td>{m['L1']:.4f}</td><td>{m['PSNR']:.2f}</td><td>{m['SSIM']:.4f}</td></tr></table>

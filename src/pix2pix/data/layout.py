@@ -18,7 +18,9 @@ from .images import list_images
 LAYOUTS = ("auto", "aligned", "folders", "colorization")
 
 
-def pair_by_stem(a_files: Sequence[Path], b_files: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[Path], list[Path]]:
+def pair_by_stem(
+    a_files: Sequence[Path], b_files: Sequence[Path]
+) -> tuple[list[tuple[Path, Path]], list[Path], list[Path]]:
     """Match files by stem. Returns (pairs, A files without a B partner, B files without an A partner)."""
     b_by_stem: dict[str, Path] = {}
     for b in b_files:

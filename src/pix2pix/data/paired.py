@@ -132,4 +132,5 @@ class PairedDataset(Dataset):
 
             return lab_image_tensors(np.asarray(rgb))
         gray = image_to_tensor(convert_channels(rgb, 1, path))
-        return gray.expand(self.in_channels, -1, -1).clone(), image_to_tensor(convert_channels(rgb, self.out_channels, path))
+        target = image_to_tensor(convert_channels(rgb, self.out_channels, path))
+        return gray.expand(self.in_channels, -1, -1).clone(), target

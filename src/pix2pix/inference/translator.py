@@ -127,7 +127,7 @@ class Translator:
 
         def flush() -> None:
             outs = self.translate_tensor(torch.stack([t for _, t in pending]))
-            for (p, t), out in zip(pending, outs):
+            for (p, t), out in zip(pending, outs, strict=True):
                 target = out_dir / f"{p.stem}.png"
                 save_image(self.output_to_image(out, t), target)
                 written.append(target)

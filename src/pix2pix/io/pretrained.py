@@ -48,10 +48,23 @@ def save_pretrained(net: nn.Module, directory: str | Path, *, kind: str = "gener
     return directory
 
 
+def safe_torch_load(path: str | Path, missing_hint: str, unreadable_hint: str) -> Any:
+    """torch.load with weights_only=True (no pickled code runs), mapped to CPU, with CheckpointErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist{missing_hint}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} could not be loaded with weights_only=True ({exc}); "
+                              f"{unreadable_hint}.") from None
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        hint = " (a training run keeps its model in RUN_DIR/model)" if (Path(directory) / "stats.jsonl").exists() else ""
+        is_run = (Path(directory) / "stats.jsonl").exists()
+        hint = " (a training run keeps its model in RUN_DIR/model)" if is_run else ""
         raise CheckpointError(f"{path} does not exist: pass a directory written by save_pretrained{hint}.")
     try:
         config = json.loads(path.read_text())

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, did_you_mean
 from ..registry import DISCRIMINATORS, GENERATORS, create_discriminator, create_generator, list_generators
-from .pretrained import load_state_strict
+from .pretrained import load_state_strict, safe_torch_load
 
 # Reference discriminator names (--netD) and the registry entries they correspond to.
 REFERENCE_DISCRIMINATORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -35,14 +35,8 @@ REFERENCE_DISCRIMINATORS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a reference .pth state_dict safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} could not be loaded with weights_only=True ({exc}). Only plain "
-                              "state_dicts are accepted; re-save it with torch.save(model.state_dict()).") from None
+    state = safe_torch_load(path, "", "only plain state_dicts are accepted: re-save it with "
+                            "torch.save(model.state_dict())")
     return _as_state_dict(state, str(path))
 
 
@@ -102,9 +96,8 @@ def build_reference_network(arch: str, state: Mapping[str, torch.Tensor] | None 
                 kwargs["dropout"] = guessed
         return create_generator(arch, init=None, **kwargs), "generator"
     known = sorted(set(list_generators()) | set(REFERENCE_DISCRIMINATORS) | set(DISCRIMINATORS))
-    from ..errors import did_you_mean
-
-    raise CheckpointError(f"unknown architecture '{arch}'; choose one of {', '.join(known)}." + did_you_mean(arch, known))
+    raise CheckpointError(f"unknown architecture '{arch}'; choose one of {', '.join(known)}."
+                          + did_you_mean(arch, known))
 
 
 def import_reference(state_dict_or_path: str | Path | Mapping[str, torch.Tensor], arch: str,

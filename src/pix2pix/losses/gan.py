@@ -39,7 +39,8 @@ class GANLoss(nn.Module):
         if mode == "wgan-gp":
             mode = "wgangp"
         if mode not in GAN_MODES:
-            raise ConfigError(f"unknown gan_mode '{mode}'; choose one of {', '.join(GAN_MODES)}." + did_you_mean(mode, GAN_MODES))
+            raise ConfigError(f"unknown gan_mode '{mode}'; choose one of {', '.join(GAN_MODES)}."
+                              + did_you_mean(mode, GAN_MODES))
         self.mode = mode
 
     def _one(self, logits: torch.Tensor, target_is_real: bool, for_discriminator: bool) -> torch.Tensor:

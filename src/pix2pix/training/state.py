@@ -13,6 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
+from ..io.pretrained import safe_torch_load
 
 STATE_FORMAT = 1
 
@@ -36,14 +37,8 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: the run has no checkpoint to resume from yet.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} could not be read safely ({exc}); it may be corrupt or not a "
-                              "pix2pix training state.") from None
+    state = safe_torch_load(path, ": the run has no checkpoint to resume from yet",
+                            "it may be corrupt or not a pix2pix training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a pix2pix training state (format {STATE_FORMAT}).")
     return state

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import make_pair_images, write_aligned
+from conftest import SHARED_DATA, make_pair_images, write_aligned
 from PIL import Image
 
 from pix2pix.config import DataConfig, ModelConfig
@@ -156,3 +156,22 @@ def test_empty_and_missing_folders(tmp_path):
         _dataset(tmp_path / "nope")
     with pytest.raises(DataError, match="pass --data"):
         PairedDataset.from_config(DataConfig(), ModelConfig())
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "facades" / "train").is_dir(), reason="../shared/data/facades is absent")
+def test_real_facades_load_as_labels_to_photo():
+    from pix2pix.presets import get_preset
+
+    cfg = get_preset("facades")
+    ds = PairedDataset.from_config(cfg.data, cfg.model, "train", train=True, root=SHARED_DATA / "facades")
+    assert len(ds) == 400 and ds.layout == "aligned"
+    item = ds[(0, 1)]
+    assert item["A"].shape == item["B"].shape == (3, 256, 256)
+    raw = _dataset(SHARED_DATA / "facades", preprocess="none", direction="BtoA")[0]
+    assert raw["A"].shape == (3, 256, 256)
+
+    def saturation(t):  # the label palette is saturated colours, the facade photos mostly muted
+        return float((t.amax(0) - t.amin(0)).mean())
+
+    # BtoA: the input is the colour-coded label map (the right half of each file), the target the photo
+    assert saturation(raw["A"]) > 1.0 > 0.5 > saturation(raw["B"])

@@ -21,6 +21,7 @@ from .errors import ConfigError, did_you_mean
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 LR_POLICIES = ("linear", "constant", "step", "cosine")
+FAMILIES = ("pix2pix", "pix2pixhd")
 
 
 @dataclass
@@ -37,12 +38,19 @@ class DataConfig:
     color_space: str = "rgb"  # rgb, or lab for the colorization layout (A = L, B = ab)
     max_items: int = 0  # use only the first N pairs (0: all)
     num_workers: int = 0  # data-loading worker processes
+    # pix2pixHD inputs ({phase}_label, {phase}_inst, {phase}_img folders)
+    label_nc: int = 35  # classes of the label maps (one-hot channels); 0: the input is an RGB image
+    label_set: str = ""  # names and palette: cityscapes | ade20k | coco_stuff | a classes.json path
+    use_instance: bool = True  # add the instance boundary map as one more input channel
+    ignore_index: int = -1  # label ids >= label_nc map to this class (-1: they are an error)
+    class_from_folder: bool = False  # class-label condition: root/{phase}/{class}/*.png, one class per image
 
 
 @dataclass
 class ModelConfig:
     """Generator and discriminator architecture (names from the registry)."""
 
+    family: str = "pix2pix"  # pix2pix (U-Net/ResNet + PatchGAN) | pix2pixhd (label maps, multi-scale D, FM, VGG)
     generator: str = "unet_256"
     ngf: int = 64
     norm: str = "batch"  # batch | instance | none, for G and D
@@ -53,6 +61,11 @@ class ModelConfig:
     ndf: int = 64
     n_layers_d: int = 3  # PatchGAN depth: 0 = 1x1, 1 = 16x16, 3 = 70x70, 5 = 286x286
     conditional_d: bool = True  # D sees (input, output); False = unconditional GAN ablation
+    num_d: int = 2  # pix2pixHD: discriminator scales
+    use_features: bool = False  # pix2pixHD: instance-wise feature encoder (--instance_feat)
+    feat_num: int = 3  # encoded feature channels
+    nef: int = 16  # encoder filters
+    n_downsample_e: int = 4  # encoder down-samplings
     in_channels: int = 3
     out_channels: int = 3
     init: str = "normal"
@@ -65,6 +78,12 @@ class LossConfig:
     lambda_gan: float = 1.0  # 0 turns the adversarial term off (the paper's L1-only ablation)
     lambda_l1: float = 100.0  # 0 gives the GAN-only ablations
     lambda_gp: float = 10.0  # gradient penalty weight, wgangp only
+    lambda_feat: float = 10.0  # pix2pixHD discriminator feature matching (0: off)
+    lambda_vgg: float = 10.0  # pix2pixHD VGG19 perceptual loss (0: off)
+    vgg_weights: str = ""  # torchvision vgg19 ImageNet weights file (default: the torch hub cache)
+    vgg_allow_download: bool = False  # fetch the VGG19 weights when they are not on disk
+    vgg_random: bool = False  # accept random VGG features when no weights exist (tests, smoke runs)
+    vgg_normalize: bool = False  # ImageNet-normalise VGG inputs (the reference does not)
 
 
 @dataclass
@@ -92,6 +111,8 @@ class TrainConfig:
     name: str = ""  # run directory suffix (default: the preset name)
     tensorboard: bool = True  # log to TensorBoard when it is installed
     channels_last: bool = False  # memory format for convolutions (faster on some CPUs and GPUs)
+    niter_fix_global: int = 0  # pix2pixHD local: epochs training only the outermost enhancer
+    load_global: str = ""  # pix2pixHD local: a global generator model dir to initialise the global part
 
 
 @dataclass
@@ -258,6 +279,7 @@ def validate(cfg: Config) -> Config:
     _choice(d.preprocess, PREPROCESS_MODES, "data.preprocess")
     _choice(d.layout, LAYOUTS, "data.layout")
     _choice(d.color_space, ("rgb", "lab"), "data.color_space")
+    _choice(m.family, FAMILIES, "model.family")
     _choice(m.norm, NORMS, "model.norm")
     _choice(m.upsample, UPSAMPLES, "model.upsample")
     _choice(cfg.loss.gan_mode.replace("wgan-gp", "wgangp"), GAN_MODES, "loss.gan_mode")

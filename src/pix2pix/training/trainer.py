@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
@@ -36,6 +37,7 @@ from ..nn import set_requires_grad
 from ..registry import create_discriminator, create_generator
 from ..report import image_grid, write_run_index
 from ..runtime import resolve_device, seed_everything
+from .base import TrainerBase
 from .objective import Pix2PixObjective
 from .sampling import EpochSampler
 from .schedules import make_scheduler
@@ -85,7 +87,7 @@ def create_run_dir(runs_dir: str | Path, name: str) -> Path:
             n += 1
 
 
-class Pix2PixTrainer:
+class Pix2PixTrainer(TrainerBase):
     """Networks, optimisers, schedulers and the training step of one pix2pix run."""
 
     def __init__(self, cfg: Config, device: torch.device) -> None:
@@ -101,10 +103,6 @@ class Pix2PixTrainer:
         self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = make_scheduler(self.opt_g, o)
         self.sched_d = make_scheduler(self.opt_d, o)
-
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
-        return x.to(self.device, non_blocking=True, memory_format=fmt)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One D update then one G update; returns the detached losses (no host synchronisation)."""
@@ -126,14 +124,6 @@ class Pix2PixTrainer:
         losses.update(g_losses)
         return {k: v.detach() for k, v in losses.items()}
 
-    def end_epoch(self) -> None:
-        self.sched_g.step()
-        self.sched_d.step()
-
-    @property
-    def lr(self) -> float:
-        return self.opt_g.param_groups[0]["lr"]
-
     @torch.no_grad()
     def translate(self, real_a: torch.Tensor) -> torch.Tensor:
         was_training = self.net_g.training
@@ -142,25 +132,37 @@ class Pix2PixTrainer:
         self.net_g.train(was_training)
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"net_g": self.net_g.state_dict(), "net_d": self.net_d.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+    @staticmethod
+    def make_dataset(cfg: Config, phase: str, train: bool) -> PairedDataset:
+        return PairedDataset.from_config(cfg.data, cfg.model, phase, train=train)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_g.load_state_dict(state["net_g"])
-        self.net_d.load_state_dict(state["net_d"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
+    def sample_rows(self, items: list[dict[str, Any]]) -> list[list[Image.Image]]:
+        """input | output | target for each item (Lab outputs recombined with their L input)."""
+        rows = []
+        for item in items:
+            fake = self.translate(item["A"][None])[0]
+            rows.append([_display(item["A"], self.cfg), _display(fake, self.cfg, item["A"]),
+                         _display(item["B"], self.cfg, item["A"])])
+        return rows
+
+    def save_model(self, directory: Path, step: int) -> None:
+        save_pretrained(self.net_g, directory, data=model_data_config(self.cfg), extra={"step": step})
 
 
-def _sample_dataset(cfg: Config) -> PairedDataset:
-    """Fixed pairs for the sample grids: from val/, else test/, else train/."""
+def build_trainer(cfg: Config, device: torch.device) -> TrainerBase:
+    """The trainer of the config's model family."""
+    if cfg.model.family == "pix2pixhd":
+        from .hd_trainer import Pix2PixHDTrainer
+
+        return Pix2PixHDTrainer(cfg, device)
+    return Pix2PixTrainer(cfg, device)
+
+
+def _sample_dataset(trainer: TrainerBase) -> Any:
+    """Fixed items for the sample grids: from val/, else test/, else train/."""
     for phase in ("val", "test", "train"):
         try:
-            return PairedDataset.from_config(cfg.data, cfg.model, phase, train=False)
+            return trainer.make_dataset(trainer.cfg, phase, train=False)
         except DataError:
             if phase == "train":
                 raise
@@ -189,14 +191,9 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def describe(cfg: Config, trainer: Pix2PixTrainer, dataset: PairedDataset, total_steps: int) -> str:
-    def count(net: nn.Module) -> str:
-        return f"{sum(p.numel() for p in net.parameters()):,}"
-
-    return (f"dataset: {dataset.root} ({dataset.layout}, {len(dataset)} pairs, direction {cfg.data.direction})\n"
-            f"generator: {cfg.model.generator} ({count(trainer.net_g)} parameters)\n"
-            f"discriminator: {cfg.model.discriminator} n_layers={cfg.model.n_layers_d} "
-            f"({count(trainer.net_d)} parameters)\n"
+def describe(cfg: Config, trainer: TrainerBase, dataset: Any, total_steps: int) -> str:
+    return (f"dataset: {dataset.root} ({len(dataset)} items, family {cfg.model.family})\n"
+            f"generator: {cfg.model.generator}, discriminator: {cfg.model.discriminator}\n{trainer.describe()}\n"
             f"steps: {total_steps} (batch {cfg.train.batch_size}, "
             f"{math.ceil(len(dataset) / cfg.train.batch_size)} per epoch) on {trainer.device}")
 
@@ -211,8 +208,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
     validate(cfg)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    dataset = PairedDataset.from_config(cfg.data, cfg.model, "train", train=True)
-    trainer = Pix2PixTrainer(cfg, device)
+    trainer = build_trainer(cfg, device)
+    dataset = trainer.make_dataset(cfg, "train", train=True)
     steps_per_epoch = math.ceil(len(dataset) / cfg.train.batch_size)
     total_steps = (cfg.optim.n_epochs + cfg.optim.n_epochs_decay) * steps_per_epoch
     if cfg.train.max_steps > 0:
@@ -222,7 +219,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
         log(describe(cfg, trainer, dataset, total_steps))
         return TrainResult(Path(), 0)
 
-    sample_set = _sample_dataset(cfg)
+    sample_set = _sample_dataset(trainer)
     sample_batch = [sample_set[i] for i in range(min(cfg.train.num_samples, len(sample_set)))]
     step = 0
     sums: dict[str, float] = {}
@@ -255,15 +252,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
         save_training_state(run_dir / "checkpoints" / "latest.pt", {
             "trainer": trainer.state_dict(), "rng": rng_state(), "step": at_step, "log_sums": sums,
             "config": json.dumps(cfg.to_dict())})
-        save_pretrained(trainer.net_g, run_dir / "model", data=model_data_config(cfg), extra={"step": at_step})
+        trainer.save_model(run_dir / "model", at_step)
         last_good_step = at_step
 
     def write_samples(at_step: int) -> None:
-        rows = []
-        for item in sample_batch:
-            fake = trainer.translate(item["A"][None])[0]
-            rows.append([_display(item["A"], cfg), _display(fake, cfg, item["A"]), _display(item["B"], cfg, item["A"])])
-        image_grid(rows).save(run_dir / "samples" / f"step_{at_step:08d}.png")
+        image_grid(trainer.sample_rows(sample_batch)).save(run_dir / "samples" / f"step_{at_step:08d}.png")
         write_run_index(run_dir)
 
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="it", dynamic_ncols=True,
@@ -287,7 +280,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
                     nonfinite |= ~torch.isfinite(v)
                     sums[k] = sums.get(k, 0.0) + v  # stays a device tensor until the log interval
                 if step % steps_per_epoch == 0:
-                    trainer.end_epoch()
+                    trainer.end_epoch(step // steps_per_epoch)
                 if step % cfg.train.log_every == 0 or step == total_steps:
                     check_finite(step)
                     n = step - (step - 1) // cfg.train.log_every * cfg.train.log_every
@@ -327,7 +320,7 @@ def load_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(json.loads(path.read_text()))
 
 
-def _display(t: torch.Tensor, cfg: Config, source: torch.Tensor | None = None):
+def _display(t: torch.Tensor, cfg: Config, source: torch.Tensor | None = None) -> Image.Image:
     """A tensor as an RGB image for the grids (Lab ab outputs are recombined with their L input)."""
     t = t.detach().float().cpu()
     if cfg.data.color_space == "lab" and t.shape[0] == 2 and source is not None:

@@ -1,0 +1,123 @@
+"""The benchmark's plain eager reference step and Pix2PixTrainer.train_step compute the same thing.
+
+From the same seed (so the same initial weights and dropout draws) and the same batches,
+three training steps of the plain step (benchmarks/benchmark.py) and of the library
+step, plain and with each speed switch, must give the same losses and weights: exactly
+for the library's default path, to float rounding for the switches that change the
+kernels or the optimiser's arithmetic.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pix2pix.runtime import seed_everything
+from pix2pix.training import fast_step
+from pix2pix.training.trainer import Pix2PixTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 3
+CPU = torch.device("cpu")
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("pix2pix_benchmark", ROOT / "benchmarks" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("pix2pix_benchmark", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bm = _load_benchmark()
+
+
+def _batches(cfg):
+    return [bm.make_batch(cfg, CPU, seed=100 + i) for i in range(STEPS)]
+
+
+def _snapshot(net_g, net_d):
+    return {**{"G." + k: v.detach().clone() for k, v in net_g.state_dict().items()},
+            **{"D." + k: v.detach().clone() for k, v in net_d.state_dict().items()}}
+
+
+def _plain_run():
+    cfg = bm.preset_config("tiny")
+    seed_everything(0)
+    step = bm.plain_step_from_config(cfg, CPU)
+    init = _snapshot(step.net_g, step.net_d)
+    losses = [step.step(b["A"], b["B"]) for b in _batches(cfg)]
+    return init, losses, _snapshot(step.net_g, step.net_d)
+
+
+@pytest.fixture(scope="module")
+def plain_run():
+    return _plain_run()
+
+
+def _library_run(switch: str):
+    cfg = bm.preset_config("tiny")
+    cfg.train.channels_last = switch == "channels_last"
+    seed_everything(0)
+    trainer = Pix2PixTrainer(cfg, CPU)
+    init = _snapshot(trainer.net_g, trainer.net_d)
+    if switch == "fused_adam":
+        fast_step.use_fused_adam(trainer)
+    elif switch == "conv_autotune":
+        # margin 10: every layer takes the native path, whatever the timings say
+        fast_step.autotune_conv_backends(trainer.net_g, repeats=1, margin=10.0)
+        fast_step.autotune_conv_backends(trainer.net_d, repeats=1, margin=10.0)
+    elif switch == "fast":
+        # the allocator tuning is process-wide and cannot change results; leave pytest's process alone
+        fast_step.speed_up(trainer, allocator=False)
+    losses = [trainer.train_step(b) for b in _batches(cfg)]
+    return init, losses, _snapshot(trainer.net_g, trainer.net_d)
+
+
+def _assert_same(plain, lib, loss_rtol: float, weight_atol: float, max_outlier_fraction: float = 0.0) -> None:
+    p_init, p_losses, p_final = plain
+    l_init, l_losses, l_final = lib
+    for k in p_init:  # same seed -> same initial weights
+        assert torch.equal(p_init[k], l_init[k]), k
+    for i, (pl, ll) in enumerate(zip(p_losses, l_losses, strict=True)):
+        assert set(pl) == set(ll), (set(pl), set(ll))
+        for k in pl:
+            torch.testing.assert_close(ll[k], pl[k], rtol=loss_rtol, atol=loss_rtol * 1e-2,
+                                       msg=lambda m, i=i, k=k: f"step {i + 1} loss {k}: {m}")
+    for k in p_final:
+        a, b = l_final[k].float(), p_final[k].float()
+        if weight_atol == 0:
+            assert torch.equal(a, b), k
+            continue
+        off = (a - b).abs() > weight_atol
+        # Adam's first steps move every weight by about +-lr whatever the gradient's size, so a
+        # gradient within rounding of zero can flip its step: allow a tiny fraction of such weights
+        assert off.float().mean().item() <= max_outlier_fraction, (k, off.sum().item(), off.numel())
+        assert (a - b).abs().max().item() <= 2 * STEPS * 2e-4 + weight_atol, k
+
+
+def test_plain_step_matches_library_step_exactly(plain_run):
+    _assert_same(plain_run, _library_run("default"), loss_rtol=0.0, weight_atol=0.0)
+
+
+@pytest.mark.parametrize("switch", ["fused_adam", "conv_autotune", "channels_last", "fast"])
+def test_speed_switches_keep_the_maths(plain_run, switch):
+    _assert_same(plain_run, _library_run(switch), loss_rtol=1e-5, weight_atol=2e-5, max_outlier_fraction=1e-3)
+
+
+def test_native_convolution_matches_onednn():
+    torch.manual_seed(0)
+    for conv in (torch.nn.Conv2d(6, 8, 4, 2, 1, bias=False), torch.nn.ConvTranspose2d(16, 3, 4, 2, 1)):
+        x = torch.randn(2, conv.in_channels, 8, 8, requires_grad=True)
+        params = [x, *conv.parameters()]
+        ref = conv(x)
+        ref_grads = torch.autograd.grad(ref.square().sum(), params)
+        out = fast_step._NativeConvolution.apply(x, conv.weight, conv.bias, fast_step._conv_args(conv, x))
+        grads = torch.autograd.grad(out.square().sum(), params)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        for g, r in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)

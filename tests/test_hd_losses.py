@@ -219,7 +219,7 @@ def test_resolve_order(tmp_path, hub, caplog):
     with pytest.raises(Pix2PixError) as err:
         resolve_vgg_weights()
     msg = str(err.value)
-    assert str(cached) in msg and "--vgg-weights" in msg and "lambda_vgg=0" in msg
+    assert str(cached) in msg and "loss.vgg_weights=FILE" in msg and "lambda_vgg=0" in msg
     assert VGG19_URL in msg and "allow_random" in msg and "allow_download" in msg
     assert calls == []
 
@@ -253,7 +253,7 @@ def test_failed_download_explains_the_alternatives(hub, monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(Pix2PixError, match=r"(?s)no network.*--vgg-weights.*lambda_vgg=0"):
+    with pytest.raises(Pix2PixError, match=r"(?s)no network.*loss.vgg_weights.*lambda_vgg=0"):
         resolve_vgg_weights(allow_download=True)
 
 

@@ -21,7 +21,8 @@ from .atomic import atomic_path, write_json
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
-WEIGHTS = {"generator": "generator.safetensors", "discriminator": "discriminator.safetensors"}
+WEIGHTS = {"generator": "generator.safetensors", "discriminator": "discriminator.safetensors",
+           "encoder": "encoder.safetensors"}
 
 
 def save_pretrained(net: nn.Module, directory: str | Path, *, kind: str = "generator",

@@ -154,12 +154,12 @@ def _no_weights_message(hub: Path) -> str:
     return (
         "the VGG loss (pix2pixHD's perceptual loss) needs torchvision's ImageNet VGG19 weights "
         f"({VGG19_FILENAME}), and none were found. Provide them one of three ways:\n"
-        "  1. pass --vgg-weights FILE (the torchvision checkpoint, or a VGG19 `features` state_dict);\n"
+        "  1. --set loss.vgg_weights=FILE (the torchvision checkpoint, or a VGG19 `features` state_dict);\n"
         f"  2. place the file in the torch hub cache at {hub}\n"
         f"     (download it from {VGG19_URL} on a machine with internet access);\n"
-        f"  3. allow the download from {VGG19_URL} (allow_download=True).\n"
+        f"  3. allow the download from {VGG19_URL} (--set loss.vgg_allow_download=true).\n"
         "Or turn the loss off with loss.lambda_vgg=0, or accept randomly initialised VGG features "
-        "explicitly (allow_random=True; the loss then no longer matches pix2pixHD's).")
+        "explicitly (--set loss.vgg_random=true; the loss then no longer matches pix2pixHD's).")
 
 
 def resolve_vgg_weights(path: str | os.PathLike[str] | None = None, *, allow_download: bool = False,

@@ -220,7 +220,7 @@ def test_resolve_order(tmp_path, hub, caplog):
         resolve_vgg_weights()
     msg = str(err.value)
     assert str(cached) in msg and "loss.vgg_weights=FILE" in msg and "lambda_vgg=0" in msg
-    assert VGG19_URL in msg and "allow_random" in msg and "allow_download" in msg
+    assert VGG19_URL in msg and "loss.vgg_random=true" in msg and "allow_download" in msg
     assert calls == []
 
     # random only when allowed, with a warning; the download is not attempted

@@ -58,6 +58,8 @@ def test_one_hot_ignore_index():
     assert oh.argmax(1).tolist() == [[[0, 4], [4, 2]]]
     with pytest.raises(ConfigError, match="ignore_index 5"):
         one_hot(label, 5, ignore_index=5)
+    with pytest.raises(DataError, match="ids -1, 7"):  # -1 (the config default) means no ignore class
+        one_hot(label, 5, ignore_index=-1)
 
 
 def _bmap(a) -> list[list[int]]:
@@ -309,6 +311,8 @@ def test_scan_and_check_label_ids(tmp_path: Path):
     with pytest.raises(DataError, match=r"a\.png: ids \[20, 21"):
         check_label_ids(small)
     assert check_label_ids(LabelDataset(tmp_path, "train", label_nc=20, ignore_index=0)) == set(range(30))
+    with pytest.raises(DataError, match="ignore_index option"):
+        check_label_ids(LabelDataset(tmp_path, "train", label_nc=20, ignore_index=-1))
 
 
 def test_class_label_mode(tmp_path: Path):

@@ -167,6 +167,8 @@ class LabelDataset(Dataset):
         self.phase = phase
         self.preprocess, self.load_size, self.crop_size = preprocess, int(load_size), int(crop_size)
         self.flip, self.train = bool(flip), bool(train)
+        if ignore_index is not None and ignore_index < 0:
+            ignore_index = None  # the config's -1: out-of-range ids are an error
         self.ignore_index = ignore_index
         self.class_from_folder = bool(class_from_folder)
         self.palette = None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3)

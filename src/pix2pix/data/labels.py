@@ -67,7 +67,10 @@ def one_hot(label: torch.Tensor, label_nc: int, *, ignore_index: int | None = No
     item, e.g. ``batch["path"]``: only the items holding bad ids are named) and the ids, unless
     `ignore_index` is given: such ids are then mapped to that class (0 <= ignore_index < label_nc).
     The check costs one device synchronisation per call; with `ignore_index` there is none.
+    A negative `ignore_index` means none (the config's ``data.ignore_index = -1``).
     """
+    if ignore_index is not None and int(ignore_index) < 0:
+        ignore_index = None
     if not isinstance(label_nc, int) or isinstance(label_nc, bool) or label_nc < 1:
         raise ConfigError(f"label_nc {label_nc!r} is not a positive integer: set it to the number of label ids.")
     if ignore_index is not None and not 0 <= int(ignore_index) < label_nc:

@@ -20,7 +20,7 @@ from .errors import ConfigError, did_you_mean
 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-LR_POLICIES = ("linear", "constant", "step", "cosine")
+LR_POLICIES = ("linear", "linear_hd", "constant", "step", "cosine")
 FAMILIES = ("pix2pix", "pix2pixhd")
 
 
@@ -93,7 +93,7 @@ class OptimConfig:
     beta2: float = 0.999
     n_epochs: int = 100  # epochs at the initial learning rate
     n_epochs_decay: int = 100  # epochs of linear decay to zero
-    lr_policy: str = "linear"  # linear (reference) | constant | step | cosine
+    lr_policy: str = "linear"  # linear (pix2pix) | linear_hd (pix2pixHD) | constant | step | cosine
     lr_decay_iters: int = 50  # step policy: epochs between x0.1 decays
 
 

@@ -82,6 +82,84 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# pix2pixHD reference defaults (NVIDIA's base/train options): global G ngf 64, instance norm, 2-scale
+# D with 3 layers, LSGAN, feature matching 10, VGG 10, Adam 2e-4 / 0.5, 100 + 100 epochs, batch 1.
+_HD = {
+    "data": {"label_nc": 35, "label_set": "cityscapes", "use_instance": True, "preprocess": "scale_width",
+             "load_size": 1024, "crop_size": 512},
+    "model": {"family": "pix2pixhd", "generator": "global", "ngf": 64, "norm": "instance", "dropout": False,
+              "discriminator": "multiscale", "ndf": 64, "n_layers_d": 3, "num_d": 2},
+    "loss": {"gan_mode": "lsgan", "lambda_l1": 0.0, "lambda_feat": 10.0, "lambda_vgg": 10.0},
+    "optim": {"lr_policy": "linear_hd"},
+}
+
+
+def _hd(**sections: dict[str, Any]) -> dict[str, Any]:
+    """The pix2pixHD defaults updated section by section."""
+    return {name: {**_HD.get(name, {}), **sections.get(name, {})} for name in {*_HD, *sections}}
+
+
+_TINY_HD_MODEL = {"generator_kwargs": {"n_downsample": 2, "n_blocks": 1}, "ngf": 4, "ndf": 4, "n_layers_d": 2,
+                  "nef": 4, "n_downsample_e": 2}
+_TINY_HD = dict(
+    data={"label_nc": 10, "label_set": "", "preprocess": "resize_and_crop", "load_size": 36, "crop_size": 32},
+    loss={"vgg_random": True},
+    optim={"n_epochs": 2, "n_epochs_decay": 2},
+    train={"batch_size": 1, **_TINY_TRAIN},
+)
+
+PRESETS.update({
+    "pix2pixhd_cityscapes_512": Preset(
+        "pix2pixHD 512p: global generator on Cityscapes label maps + instance boundaries, images scaled to "
+        "1024x512, 200 epochs", _hd()),
+    "pix2pixhd_cityscapes_512_feat": Preset(
+        "pix2pixHD 512p with the instance-wise feature encoder (--instance_feat)",
+        _hd(model={**_HD["model"], "use_features": True})),
+    "pix2pixhd_cityscapes_1024": Preset(
+        "pix2pixHD 1024p: local enhancer (ngf 32, 3-scale D) at 2048x1024, 100 epochs, the first 10 training "
+        "only the enhancer; set train.load_global to a 512p run's model/ (or use `pix2pix coarse-to-fine`)",
+        _hd(data={**_HD["data"], "preprocess": "none"},
+            model={**_HD["model"], "generator": "local", "ngf": 32, "num_d": 3},
+            optim={**_HD["optim"], "n_epochs": 50, "n_epochs_decay": 50},
+            train={"niter_fix_global": 10})),
+    "pix2pixhd_cityscapes_1024_feat": Preset(
+        "pix2pixHD 1024p with the instance-wise feature encoder",
+        _hd(data={**_HD["data"], "preprocess": "none"},
+            model={**_HD["model"], "generator": "local", "ngf": 32, "num_d": 3, "use_features": True},
+            optim={**_HD["optim"], "n_epochs": 50, "n_epochs_decay": 50},
+            train={"niter_fix_global": 10})),
+    "pix2pixhd_synthetic": Preset(
+        "pix2pixHD with the feature encoder on the synthetic street world (`pix2pix data synth`), 128x128, a "
+        "small global generator; no VGG loss (its ImageNet weights are not needed)",
+        _hd(data={"label_nc": 10, "label_set": "", "use_instance": True, "preprocess": "resize_and_crop",
+                  "load_size": 136, "crop_size": 128},
+            model={**_HD["model"], "ngf": 16, "ndf": 32, "use_features": True,
+                   "generator_kwargs": {"n_downsample": 3, "n_blocks": 4}},
+            loss={**_HD["loss"], "lambda_vgg": 0.0},
+            optim={**_HD["optim"], "n_epochs": 10, "n_epochs_decay": 10},
+            train={"batch_size": 4, "log_every": 20, "sample_every": 200, "checkpoint_every": 500})),
+    "crn_cityscapes": Preset(
+        "CRN baseline (Chen and Koltun 2017): cascaded refinement network trained with the VGG perceptual loss "
+        "alone, on Cityscapes label maps at 512x256",
+        _hd(data={**_HD["data"], "use_instance": False, "load_size": 512, "crop_size": 256},
+            model={**_HD["model"], "generator": "crn", "ngf": 64},
+            loss={**_HD["loss"], "lambda_gan": 0.0, "lambda_feat": 0.0})),
+    "tiny_hd": Preset(
+        "for tests: pix2pixHD global generator with 4 filters on 32x32 label maps, random VGG features",
+        _hd(model={**_HD["model"], **_TINY_HD_MODEL}, **_TINY_HD)),
+    "tiny_hd_local": Preset(
+        "for tests: pix2pixHD local enhancer with 4 filters, the enhancer alone for the first epoch",
+        _hd(model={**_HD["model"], **_TINY_HD_MODEL, "generator": "local",
+                   "generator_kwargs": {"n_downsample_global": 2, "n_blocks_global": 1, "n_blocks_local": 1}},
+            **{**_TINY_HD, "train": {**_TINY_HD["train"], "niter_fix_global": 1}})),
+    "tiny_crn": Preset(
+        "for tests: CRN with 8 filters trained with random-feature VGG loss only",
+        _hd(model={**_HD["model"], "generator": "crn", "ngf": 8, "generator_kwargs": {"n_modules": 4}},
+            data={**_TINY_HD["data"], "use_instance": False},
+            loss={**_HD["loss"], "lambda_gan": 0.0, "lambda_feat": 0.0, "vgg_random": True},
+            optim=_TINY_HD["optim"], train=_TINY_HD["train"])),
+})
+
 
 def get_preset(name: str) -> Config:
     """A fresh Config for preset `name`."""

@@ -91,6 +91,14 @@ def build_from_arch(arch: dict[str, Any], kind: str = "generator") -> nn.Module:
     return _build(kind, table, arch["name"], args, dict(arch.get("kwargs", {})))
 
 
+def accepted_options(name: str, kind: str = "generator") -> set[str]:
+    """The keyword arguments network `name` takes (empty when it is not registered)."""
+    from . import models  # noqa: F401
+
+    fn = (GENERATORS if kind == "generator" else DISCRIMINATORS).get(name)
+    return set(inspect.signature(fn).parameters) if fn else set()
+
+
 def list_generators() -> list[str]:
     from . import models  # noqa: F401
 

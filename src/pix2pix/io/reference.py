@@ -112,7 +112,7 @@ def _guess_multiscale(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     return {"num_D": 1 + max(scales), "n_layers": convs - 2}
 
 
-def _unflatten_multiscale(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _unflatten_multiscale(net: MultiscaleDiscriminator, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the reference's getIntermFeat=False keys `layer{i}.{k}.*` to `scale{i}_layer{j}.{m}.*`.
 
     Without intermediate features the reference concatenates each scale's layer lists into

@@ -18,9 +18,19 @@ def linear_decay_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float
     return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
 
 
+def hd_linear_decay_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
+    """pix2pixHD's rule: lr drops by lr0 / n_epochs_decay after each epoch past n_epochs.
+
+    factor(e) = 1 - max(0, e - n_epochs) / n_epochs_decay (one epoch later than pix2pix's, ending near 0)
+    """
+    return 1.0 - max(0, epoch - n_epochs) / float(max(1, n_epochs_decay))
+
+
 def make_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> LRScheduler:
     if cfg.lr_policy == "linear":
         return LambdaLR(optimizer, lambda e: linear_decay_factor(e, cfg.n_epochs, cfg.n_epochs_decay))
+    if cfg.lr_policy == "linear_hd":
+        return LambdaLR(optimizer, lambda e: hd_linear_decay_factor(e, cfg.n_epochs, cfg.n_epochs_decay))
     if cfg.lr_policy == "step":
         return StepLR(optimizer, step_size=cfg.lr_decay_iters, gamma=0.1)
     if cfg.lr_policy == "cosine":

@@ -16,24 +16,18 @@ from ..errors import Pix2PixError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..config import apply_overrides, load_config_file, update_config
-    from ..presets import get_preset
+    from ..config import apply_overrides
     from ..training.trainer import load_run_config, train
 
     if args.resume:
         if args.preset or args.config:
             raise Pix2PixError("--resume continues a run with its saved config; drop --preset/--config "
                                "(use --set to change a value such as train.max_steps).")
-        cfg = load_run_config(args.resume)
+        cfg = apply_overrides(load_run_config(args.resume), args.set or [])
+        if args.data:
+            cfg.data.root = args.data
     else:
-        cfg = get_preset(args.preset or "facades")
-        if args.config:
-            update_config(cfg, load_config_file(args.config), source=args.config)
-    apply_overrides(cfg, args.set or [])
-    if args.data:
-        cfg.data.root = args.data
-    if args.runs_dir:
-        cfg.train.runs_dir = args.runs_dir
+        cfg = _build_config(args)
     result = train(cfg, resume=args.resume, dry_run=args.dry_run,
                    progress=sys.stderr.isatty() if args.progress is None else args.progress)
     if args.dry_run:
@@ -41,6 +35,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}\nmodel: {result.run_dir / 'model'}\n"
           f"report: {result.run_dir / 'index.html'}")
     return 130 if result.interrupted else 0
+
+
+def _build_config(args: argparse.Namespace):
+    """preset, then --config file, then --set overrides, then --data / --runs-dir."""
+    from ..config import apply_overrides, load_config_file, update_config
+    from ..presets import get_preset
+
+    cfg = get_preset(args.preset or "facades")
+    if args.config:
+        update_config(cfg, load_config_file(args.config), source=args.config)
+    apply_overrides(cfg, args.set or [])
+    if args.data:
+        cfg.data.root = args.data
+    if args.runs_dir:
+        cfg.train.runs_dir = args.runs_dir
+    return cfg
+
+
+def _cmd_coarse_to_fine(args: argparse.Namespace) -> int:
+    from ..training.stages import coarse_to_fine
+
+    first, second = coarse_to_fine(_build_config(args), progress=sys.stderr.isatty() if args.progress is None
+                                   else args.progress)
+    print(f"global run: {first.run_dir}\nlocal run: {second.run_dir}\nmodel: {second.run_dir / 'model'}")
+    return 130 if second.interrupted or first.interrupted else 0
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -129,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("coarse-to-fine", help="pix2pixHD: global stage at half resolution, then the local enhancer")
+    p.add_argument("--preset", default="pix2pixhd_cityscapes_1024", help="a local-enhancer preset")
+    p.add_argument("--data", help="dataset folder")
+    p.add_argument("--config", help="JSON (or TOML) file of config values applied over the preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--runs-dir", help="where the two run directories are created (default runs/)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_cmd_coarse_to_fine)
 
     p = sub.add_parser("translate", help="translate images with a saved model")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")

@@ -9,6 +9,7 @@ Adam is rebuilt over all parameters (the reference resets it there).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,10 @@ class Pix2PixHDTrainer(TrainerBase):
         o = self.cfg.optim
         self.opt_g = torch.optim.Adam(self._g_parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = make_scheduler(self.opt_g, o)
-        for _ in range(epochs_done):  # bring a rebuilt schedule to the current epoch
-            self.sched_g.step()
+        with warnings.catch_warnings():  # stepping a fresh schedule forward, before any optimiser step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epochs_done):
+                self.sched_g.step()
 
     def end_epoch(self, epochs_done: int) -> None:
         super().end_epoch(epochs_done)

@@ -1,0 +1,115 @@
+"""pix2pixHD training on the synthetic world: losses, the three coarse-to-fine stages, resume, CRN."""
+
+import pytest
+import torch
+
+from pix2pix.errors import DataError, Pix2PixError
+from pix2pix.presets import get_preset
+from pix2pix.report import read_stats
+from pix2pix.training.stages import coarse_to_fine, global_stage_config
+from pix2pix.training.state import load_training_state
+from pix2pix.training.trainer import build_trainer, load_run_config, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from pix2pix.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("world")
+    write_synthetic_dataset(root, num=6, size=64, seed=2)  # 5 train, 1 test
+    return root
+
+
+def _cfg(name, world, tmp_path, **train):
+    cfg = get_preset(name)
+    cfg.data.root, cfg.train.runs_dir, cfg.train.device = str(world), str(tmp_path / "runs"), "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def _losses(run_dir):
+    return [r["losses"] for r in read_stats(run_dir / "stats.jsonl")]
+
+
+def test_global_run_logs_the_pix2pixhd_losses(world, tmp_path):
+    run = train(_cfg("tiny_hd", world, tmp_path)).run_dir
+    assert set(_losses(run)[-1]) == {"D", "D_fake", "D_real", "G", "G_GAN", "G_GAN_Feat", "G_VGG"}
+    cfg = load_run_config(run)
+    assert (cfg.model.family, cfg.data.label_nc) == ("pix2pixhd", 10)
+
+
+def test_input_channels_follow_the_reference(world, tmp_path):
+    cfg = _cfg("tiny_hd", world, tmp_path)
+    cfg.model.use_features = True
+    trainer = build_trainer(cfg, torch.device("cpu"))
+    # G: 10 labels + 1 boundary + 3 features; D: 10 labels + 1 boundary + 3 image channels
+    assert trainer.net_g.model[1].in_channels == 14
+    assert trainer.net_d.scale_layers(0)[0][0].in_channels == 14
+    assert trainer.net_e is not None and len(trainer.opt_g.param_groups[0]["params"]) == \
+        len(list(trainer.net_g.parameters())) + len(list(trainer.net_e.parameters()))
+
+
+def test_local_stage_trains_only_the_enhancer_then_everything(world, tmp_path):
+    cfg = _cfg("tiny_hd_local", world, tmp_path, max_steps=5)  # one epoch of 5 steps
+    trainer = build_trainer(cfg, torch.device("cpu"))
+    enhancer = {id(p) for p in trainer.net_g.enhancer_parameters()}
+    assert {id(p) for p in trainer.opt_g.param_groups[0]["params"]} == enhancer
+    before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    dataset = trainer.make_dataset(cfg, "train", train=True)
+    for i in range(5):
+        batch = {k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in dataset[(i, i)].items()}
+        trainer.train_step(batch)
+    after = trainer.net_g.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model1_") for k in changed)  # the global part stayed frozen
+    trainer.end_epoch(1)
+    assert len(trainer.opt_g.param_groups[0]["params"]) == len(list(trainer.net_g.parameters()))
+    assert trainer.opt_g.state == {}  # Adam rebuilt, as the reference does at the unfreeze
+
+
+def test_resume_across_the_unfreeze_is_exact(world, tmp_path):
+    full = train(_cfg("tiny_hd_local", world, tmp_path, max_steps=7))
+    part = train(_cfg("tiny_hd_local", world, tmp_path, max_steps=3, checkpoint_every=3))
+    cfg = load_run_config(part.run_dir)
+    cfg.train.max_steps = 7
+    resumed = train(cfg, resume=part.run_dir)
+    assert _losses(resumed.run_dir) == _losses(full.run_dir)
+    assert load_training_state(resumed.run_dir / "checkpoints" / "latest.pt")["trainer"]["global_frozen"] is False
+
+
+def test_coarse_to_fine_runs_the_stages(world, tmp_path):
+    cfg = _cfg("tiny_hd_local", world, tmp_path, max_steps=2)
+    stage1 = global_stage_config(cfg)
+    assert (stage1.model.generator, stage1.model.ngf, stage1.data.load_size, stage1.data.crop_size) == \
+        ("global", 8, 18, 16)
+    first, second = coarse_to_fine(cfg, log=lambda *_: None)
+    from safetensors.torch import load_file
+
+    g = load_file(str(first.run_dir / "model" / "generator.safetensors"))
+    loaded = build_trainer(load_run_config(second.run_dir), torch.device("cpu")).net_g.state_dict()
+    # the local run started from the global weights (its own saved copy moved on, the initial one matches)
+    assert all(torch.equal(loaded[k], g[k]) for k in loaded if k.startswith("model.") and k in g)
+    assert load_run_config(second.run_dir).train.load_global == str(first.run_dir / "model")
+
+
+def test_crn_trains_with_the_perceptual_loss_alone(world, tmp_path):
+    run = train(_cfg("tiny_crn", world, tmp_path, max_steps=2)).run_dir
+    assert set(_losses(run)[-1]) == {"G", "G_VGG"}
+
+
+def test_missing_vgg_weights_stop_with_a_clear_message(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cfg = _cfg("tiny_hd", world, tmp_path)
+    cfg.loss.vgg_random = False
+    with pytest.raises(Pix2PixError, match="lambda_vgg=0"):
+        train(cfg)
+
+
+def test_label_ids_beyond_label_nc_name_the_file(world, tmp_path):
+    cfg = _cfg("tiny_hd", world, tmp_path)
+    cfg.data.label_nc = 5
+    with pytest.raises(DataError, match="world_0000"):
+        train(cfg)
+    cfg.data.ignore_index = 0  # the user maps unknown ids to class 0 instead
+    assert train(cfg).step == 6

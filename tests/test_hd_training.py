@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from pix2pix.errors import DataError, Pix2PixError
 from pix2pix.presets import get_preset
@@ -113,3 +114,14 @@ def test_label_ids_beyond_label_nc_name_the_file(world, tmp_path):
         train(cfg)
     cfg.data.ignore_index = 0  # the user maps unknown ids to class 0 instead
     assert train(cfg).step == 6
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cityscapes_samples" / "train_label").is_dir(),
+                    reason="../shared/data/cityscapes_samples is absent")
+def test_trains_on_real_cityscapes_samples(tmp_path):
+    cfg = _cfg("tiny_hd", SHARED_DATA / "cityscapes_samples", tmp_path, max_steps=2)
+    cfg.data.label_nc, cfg.data.label_set = 35, "cityscapes"
+    cfg.data.preprocess, cfg.data.load_size, cfg.data.crop_size = "scale_width_and_crop", 64, 32
+    run = train(cfg).run_dir
+    assert len(_losses(run)) == 2
+    assert (run / "samples" / "step_00000002.png").is_file()  # test split has no photos: label | output

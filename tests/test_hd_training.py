@@ -125,3 +125,19 @@ def test_trains_on_real_cityscapes_samples(tmp_path):
     run = train(cfg).run_dir
     assert len(_losses(run)) == 2
     assert (run / "samples" / "step_00000002.png").is_file()  # test split has no photos: label | output
+
+
+def test_class_label_condition_trains_with_the_same_networks(tmp_path):
+    from PIL import Image
+
+    for phase in ("train", "test"):
+        for name, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200))):
+            folder = tmp_path / "classes" / phase / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), colour).save(folder / f"{i}.png")
+    cfg = _cfg("tiny_hd", tmp_path / "classes", tmp_path, max_steps=2)
+    cfg.data.class_from_folder, cfg.data.label_nc = True, 2
+    trainer = build_trainer(cfg, torch.device("cpu"))
+    assert trainer.net_g.model[1].in_channels == 2  # one-hot class map, no instance channel
+    assert train(cfg).step == 2

@@ -1,8 +1,8 @@
 """pix2pixHD training: label (+ instance) maps in, LSGAN + feature matching + VGG, as the reference.
 
-One forward pass per step computes D on (labels, fake) detached, (labels, real) and
-(labels, fake); then G (with the feature encoder) is stepped, then D, as in NVIDIA's
-code. The local enhancer can start from a trained global generator (`train.load_global`)
+Each step computes G's and D's losses from one forward pass (D on (labels, fake) and
+(labels, real)), takes each network's gradients, then steps both: the same update as
+NVIDIA's code, which steps G, then D. The local enhancer can start from a trained global generator (`train.load_global`)
 and train only its outermost enhancer for `train.niter_fix_global` epochs, after which
 Adam is rebuilt over all parameters (the reference resets it there).
 """
@@ -168,7 +168,13 @@ class Pix2PixHDTrainer(TrainerBase):
         return run_padded(self.net_g, g_in)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """G step then D step from one forward pass; returns the detached losses."""
+        """The reference step with one discriminator pass on the fake image; returns the detached losses.
+
+        NVIDIA's code runs D on the fake twice (detached for the D loss, attached for the G
+        loss). Both losses are taken from one pass here: G's gradients are computed for G (and
+        E) only, D's for D only, both before either optimiser steps, so the update is the
+        reference's exactly (D sees the same fake values, G sees D before its update).
+        """
         lc = self.cfg.loss
         cond, instance = self.encode(batch)
         real = self._to_device(batch["image"])
@@ -176,11 +182,11 @@ class Pix2PixHDTrainer(TrainerBase):
         losses: dict[str, torch.Tensor] = {}
         total_g = fake.new_zeros((), dtype=torch.float32)
         if self.net_d is not None:
-            pred_fake_detached = self.net_d(torch.cat([cond, fake.detach()], 1))
-            pred_real = self.net_d(torch.cat([cond, real], 1))
             pred_fake = self.net_d(torch.cat([cond, fake], 1))
-            losses["D_fake"] = self.gan(pred_fake_detached, False)
+            pred_real = self.net_d(torch.cat([cond, real], 1))
+            losses["D_fake"] = self.gan(pred_fake, False)
             losses["D_real"] = self.gan(pred_real, True)
+            losses["D"] = 0.5 * (losses["D_fake"] + losses["D_real"])
             if lc.lambda_gan > 0:
                 losses["G_GAN"] = self.gan(pred_fake, True, for_discriminator=False)
                 total_g = total_g + lc.lambda_gan * losses["G_GAN"]
@@ -192,15 +198,14 @@ class Pix2PixHDTrainer(TrainerBase):
             losses["G_VGG"] = self.vgg(fake, real)
             total_g = total_g + losses["G_VGG"]
         losses["G"] = total_g
+        g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
         self.opt_g.zero_grad(set_to_none=True)
-        # gradients for G (and E) only: D's parameter gradients from the G loss would be discarded anyway
-        total_g.backward(inputs=[p for group in self.opt_g.param_groups for p in group["params"]])
-        self.opt_g.step()
+        total_g.backward(inputs=g_params, retain_graph=self.net_d is not None)
         if self.net_d is not None:
-            losses["D"] = 0.5 * (losses["D_fake"] + losses["D_real"])
             self.opt_d.zero_grad(set_to_none=True)
-            losses["D"].backward()
+            losses["D"].backward(inputs=list(self.net_d.parameters()))
             self.opt_d.step()
+        self.opt_g.step()
         return {k: v.detach() for k, v in losses.items()}
 
     # -- data, samples and saving --------------------------------------------------------------------

@@ -87,8 +87,10 @@ def create_discriminator(name: str, in_channels: int, *, init: str | None = "nor
 def build_from_arch(arch: dict[str, Any], kind: str = "generator") -> nn.Module:
     """Rebuild a network from its recorded `arch` dict (weights are loaded separately)."""
     args = {k: v for k, v in arch.items() if k not in ("name", "kwargs")}
-    table = GENERATORS if kind == "generator" else DISCRIMINATORS
-    return _build(kind, table, arch["name"], args, dict(arch.get("kwargs", {})))
+    if kind == "discriminator":
+        return _build(kind, DISCRIMINATORS, arch["name"], args, dict(arch.get("kwargs", {})))
+    # generators and the feature encoder (registered as a generator: images in, feature maps out)
+    return _build("generator", GENERATORS, arch["name"], args, dict(arch.get("kwargs", {})))
 
 
 def accepted_options(name: str, kind: str = "generator") -> set[str]:

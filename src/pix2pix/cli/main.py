@@ -1,4 +1,4 @@
-"""`pix2pix` command: train, translate, import-reference, presets, data, demo.
+"""`pix2pix` command: train, translate, import-reference, presets, data, demo, features.
 
 Errors caused by the input (Pix2PixError) are printed as one message naming the file,
 value and fix, with exit status 2 and no traceback.
@@ -84,9 +84,53 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return unique
 
 
-def _cmd_translate(args: argparse.Namespace) -> int:
-    from ..inference import Translator
+_HD_OPTIONS = ("instances", "features", "clusters", "cluster", "style_images", "seed")
 
+
+def _cmd_translate_hd(args: argparse.Namespace) -> int:
+    """pix2pixHD: label maps (+ instance maps) -> photos, with the instance features chosen by --features."""
+    from ..data.label_dataset import _NOT_LABEL
+    from ..inference.label_translator import LabelTranslator
+
+    if args.paper_mode:
+        raise Pix2PixError("--paper-mode applies to pix2pix models (dropout, batch norm); this is a pix2pixHD model.")
+    translator = LabelTranslator.from_pretrained(args.model, device=args.device, clusters=args.clusters)
+    paths = [p for p in expand_inputs(args.inputs) if not _NOT_LABEL.search(p.stem)]
+    if not paths:
+        raise Pix2PixError(f"no label maps in {' '.join(args.inputs)}.")
+    instance_dir = args.instances
+    if instance_dir is None and translator.use_instance:
+        # the pix2pixHD layout: {phase}_label/ beside {phase}_inst/
+        parent = paths[0].parent
+        sibling = parent.with_name(parent.name[:-len("_label")] + "_inst") if parent.name.endswith("_label") else None
+        if sibling is not None and sibling.is_dir() and all(p.parent == parent for p in paths):
+            instance_dir = sibling
+            print(f"instance maps: {instance_dir}")
+        else:
+            print("no --instances given: each label map is used as its own instance map "
+                  "(touching objects of one class merge)", file=sys.stderr)
+    features = args.features or "cluster"
+    if translator.use_features and features in ("cluster", "random") and translator.clusters is None:
+        raise Pix2PixError(f"--features {features} needs clusters: run `pix2pix features RUN --data DIR` first, "
+                           "or pass --clusters FILE, or use --features encode --style-images DIR / --features zero.")
+    written = translator.translate_files(paths, args.output, instance_dir, features=features,
+                                         cluster=args.cluster or 0, style_dir=args.style_images,
+                                         seed=args.seed or 0, progress=sys.stderr.isatty())
+    print(f"wrote {len(written)} images to {args.output}")
+    return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from ..features import resolve_model_dir
+    from ..inference import Translator
+    from ..io.pretrained import read_config
+
+    args.model = str(resolve_model_dir(args.model))
+    if read_config(args.model).get("data", {}).get("family") == "pix2pixhd":
+        return _cmd_translate_hd(args)
+    used = [f"--{k.replace('_', '-')}" for k in _HD_OPTIONS if getattr(args, k) is not None]
+    if used:
+        raise Pix2PixError(f"{', '.join(used)} apply to pix2pixHD label-map models; {args.model} is a pix2pix model.")
     translator = Translator.from_pretrained(args.model, device=args.device, paper_mode=args.paper_mode)
     paths = expand_inputs(args.inputs)
     written = translator.translate_files(paths, args.output, batch_size=args.batch_size,
@@ -166,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--paper-mode", action="store_true",
                    help="the paper's test protocol: dropout on, batch-norm with test-batch statistics")
+    hd = p.add_argument_group("pix2pixHD models (label maps in)")
+    hd.add_argument("--instances", metavar="DIR",
+                    help="instance maps, matched to the label files by name or Cityscapes prefix (default: a "
+                         "{phase}_inst/ folder beside {phase}_label/, else the label map itself)")
+    hd.add_argument("--features", choices=["cluster", "random", "encode", "zero"],
+                    help="instance features of models trained with the encoder: a cluster centre (default), a "
+                         "random cluster, the encoding of --style-images, or zeros")
+    hd.add_argument("--clusters", metavar="FILE", help="clusters.safetensors (default: the model directory's)")
+    hd.add_argument("--cluster", type=int, metavar="K",
+                    help="with --features cluster: cluster K of every instance's class (0, the largest, by "
+                         "default; taken modulo the class's cluster count)")
+    hd.add_argument("--style-images", metavar="DIR", help="with --features encode: real images matched by name")
+    hd.add_argument("--seed", type=int, help="with --features random: the seed (default 0)")
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("import-reference", help="convert a pytorch-CycleGAN-and-pix2pix checkpoint")
@@ -196,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import demo as demo_cli
 
     demo_cli.register(sub)
+    from . import features as features_cli
+
+    features_cli.register(sub)
     return parser
 
 

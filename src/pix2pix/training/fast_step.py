@@ -83,7 +83,7 @@ def tune_cpu_allocator() -> bool:
 
 
 def fused_adam_supported(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda", "xpu", "mps")
+    return device.type in ("cpu", "cuda")
 
 
 def use_fused_adam(trainer: Any) -> None:
@@ -165,7 +165,7 @@ class _BackendChoice:
 def _run(m: nn.Module, x: torch.Tensor, native: bool) -> torch.Tensor:
     if native:
         return _NativeConvolution.apply(x, m.weight, m.bias, _conv_args(m, x))
-    return m._onednn_forward(x)
+    return m._default_forward(x)
 
 
 def _measure(m: nn.Module, x: torch.Tensor, train: bool, native: bool) -> float:
@@ -187,7 +187,7 @@ def _tuned_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     choice: _BackendChoice = self._backend_choice
     train = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
-        return self._onednn_forward(x)
+        return self._default_forward(x)
     key = (tuple(x.shape), x.is_contiguous(), train, x.requires_grad, self.weight.requires_grad)
     native = choice.native.get(key)
     if native is None:
@@ -203,12 +203,12 @@ def _tuned_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class _TunedConv2d(nn.Conv2d):
-    _onednn_forward = nn.Conv2d.forward
+    _default_forward = nn.Conv2d.forward
     forward = _tuned_forward
 
 
 class _TunedConvTranspose2d(nn.ConvTranspose2d):
-    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _default_forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.ConvTranspose2d.forward(self, x)
 
     forward = _tuned_forward

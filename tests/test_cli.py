@@ -51,7 +51,7 @@ def test_train_translate_and_resume(synth_dir, tmp_path, capsys):
 def test_dry_run_and_presets(synth_dir, capsys):
     assert main(["train", "--preset", "synthetic", "--data", str(synth_dir / "AB"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "generator: unet_128" in out and "net_g: UnetGenerator (10,461,507 parameters)" in out
+    assert "generator: unet_128" in out and "net_g: UnetGenerator (2,617,507 parameters)" in out
     assert main(["presets"]) == 0
     assert "facades" in capsys.readouterr().out
 

@@ -50,7 +50,7 @@ def evaluate_split(translator: Translator, dataset: PairedDataset,
     return {k: sum(v) / len(v) for k, v in scores.items()}, rows
 
 
-def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, seed: int = 0, max_steps: int = 1200,
+def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, seed: int = 0, max_steps: int = 0,
              progress: bool = False, log: Any = print) -> Path:
     """Run the whole demo into `out_dir`; returns the report path."""
     from .data.synthetic import write_synthetic_dataset
@@ -67,7 +67,7 @@ def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, s
     cfg.train.max_steps = max_steps
     cfg.train.seed = seed
     cfg.train.device = "cpu"
-    log(f"training pix2pix ({cfg.model.generator}, ngf {cfg.model.ngf}) for {max_steps} steps on the CPU")
+    log(f"training pix2pix ({cfg.model.generator}, ngf {cfg.model.ngf}) on the CPU")
     result = train(cfg, progress=progress, log=log)
     trained = time.perf_counter()
 

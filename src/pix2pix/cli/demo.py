@@ -19,6 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="output folder (default demo/)")
     p.add_argument("--num", type=int, default=240, help="synthetic scenes to generate")
     p.add_argument("--size", type=int, default=128, help="scene size in pixels")
-    p.add_argument("--steps", type=int, default=1200, help="training steps")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (default: the preset's 30 epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)

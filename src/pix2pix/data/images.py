@@ -33,13 +33,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, turning any decoding problem into a DataError."""
+def open_image(path: str | Path, *, palette_indices: bool = False) -> Image.Image:
+    """Open and fully decode an image, turning any decoding problem into a DataError.
+
+    Palette images become RGBA colours, or stay mode "P" with `palette_indices` (label maps
+    stored as palette PNGs keep their class ids that way).
+    """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()  # decode now so truncation surfaces here, not in a worker later
-            return img.copy() if img.mode != "P" else img.convert("RGBA")
+            return img.copy() if img.mode != "P" or palette_indices else img.convert("RGBA")
     except FileNotFoundError:
         raise DataError(f"{path} does not exist: check the path.") from None
     except UnidentifiedImageError:

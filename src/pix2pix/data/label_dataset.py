@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
-from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image
+from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image, open_image
 from .labels import label_condition_map
 from .transforms import apply_params, sample_params
 
@@ -107,35 +107,22 @@ def open_map(path: str | Path) -> Image.Image:
     the caller decides). Palette ("P") files give their palette indices, which is how such label
     files store class ids.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("L", "RGB"):
-                return img.copy()
-            if mode == "P":
-                return Image.fromarray(np.asarray(img, dtype=np.uint8))
-            if mode.startswith("I"):  # I;16, I;16B, I;16L, I: ids up to 65535 (or more) stay exact
-                return Image.fromarray(np.asarray(img).astype(np.int32))
-            if mode == "1":
-                return Image.fromarray(np.asarray(img, dtype=np.uint8))
-            if mode == "LA":
-                return img.getchannel(0)
-            if mode == "RGBA":
-                return img.convert("RGB")
-            if mode == "F":
-                arr = np.asarray(img)
-                if not np.all(arr == np.round(arr)):
-                    raise DataError(f"{path} holds fractional values: a label map must hold integer ids.")
-                return Image.fromarray(arr.astype(np.int32))
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: check the path.") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path} is not an image PIL can read: remove it or convert it to PNG.") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}): re-export the file or remove it.") from None
+    img = open_image(path, palette_indices=True)
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode in ("P", "1"):
+        return Image.fromarray(np.asarray(img, dtype=np.uint8))
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I: ids up to 65535 (or more) stay exact
+        return Image.fromarray(np.asarray(img).astype(np.int32))
+    if mode == "LA":
+        return img.getchannel(0)
+    if mode == "F":
+        arr = np.asarray(img)
+        if not np.all(arr == np.round(arr)):
+            raise DataError(f"{path} holds fractional values: a label map must hold integer ids.")
+        return Image.fromarray(arr.astype(np.int32))
+    return img.convert("RGB")
 
 
 def _ids_tensor(img: Image.Image, path: Path, what: str, palette: np.ndarray | None) -> torch.Tensor:

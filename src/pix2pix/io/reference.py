@@ -159,15 +159,18 @@ def build_reference_network(arch: str, state: Mapping[str, torch.Tensor] | None 
                           + did_you_mean(arch, known))
 
 
+def reference_state(state_dict_or_path: str | Path | Mapping[str, torch.Tensor],
+                    what: str = "the state_dict") -> tuple[dict[str, torch.Tensor], str]:
+    """(state_dict, where it came from) from a .pth path or an in-memory state_dict."""
+    if isinstance(state_dict_or_path, (str, Path)):
+        return load_reference_state(state_dict_or_path), str(state_dict_or_path)
+    return _as_state_dict(state_dict_or_path, what), what
+
+
 def import_reference(state_dict_or_path: str | Path | Mapping[str, torch.Tensor], arch: str,
                      **arch_kwargs: Any) -> nn.Module:
     """Build `arch` with `arch_kwargs` and load a reference checkpoint into it strictly (eval mode)."""
-    if isinstance(state_dict_or_path, (str, Path)):
-        source = str(state_dict_or_path)
-        state = load_reference_state(state_dict_or_path)
-    else:
-        source = "the state_dict"
-        state = _as_state_dict(state_dict_or_path, source)
+    state, source = reference_state(state_dict_or_path)
     net, kind = build_reference_network(arch, state, **arch_kwargs)
     if isinstance(net, MultiscaleDiscriminator):
         state = _unflatten_multiscale(net, state)

@@ -151,14 +151,9 @@ class LocalEnhancer(nn.Module):
         `module.` prefix is stripped and legacy instance-norm statistics are dropped.
         """
         from ..io.pretrained import load_state_strict
-        from ..io.reference import _as_state_dict, _repair, load_reference_state
+        from ..io.reference import _repair, reference_state
 
-        if isinstance(state_dict_or_path, (str, Path)):
-            source = str(state_dict_or_path)
-            state = load_reference_state(state_dict_or_path)
-        else:
-            source = "the global generator's state_dict"
-            state = _as_state_dict(state_dict_or_path, source)
+        state, source = reference_state(state_dict_or_path, "the global generator's state_dict")
         dropped_conv = f"model.{len(self.model) + 1}."
         state = {k: v for k, v in state.items() if not k.startswith(dropped_conv)}
         holder = nn.Module()

@@ -260,6 +260,48 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds spent busy by the whole machine so far (all CPUs; /proc/stat), or -1."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return -1.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class OthersMeter:
+    """CPU time that other processes used while a block ran: how disturbed a timing is."""
+
+    def __enter__(self) -> OthersMeter:
+        self.busy0, self.own0 = _machine_busy_s(), _own_cpu_s()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        busy1, own1 = _machine_busy_s(), _own_cpu_s()
+        self.others_s = max(0.0, (busy1 - self.busy0) - (own1 - self.own0)) if self.busy0 >= 0 else 0.0
+
+
+def quiet_times(times: list[float], others: list[float]) -> tuple[list[float], int]:
+    """(the times to take the median of, how many steps were quiet).
+
+    A step is quiet when other processes used under 5 % of one CPU during it (plus one clock
+    tick of slack); the median is over the quiet steps, or over all when fewer than 3 were.
+    """
+    tick = 1.0 / _CLK_TCK
+    quiet = [t for t, o in zip(times, others, strict=True) if o <= 0.05 * t + tick]
+    return (quiet if len(quiet) >= 3 else times), len(quiet)
+
+
 def count_step_flops(step: Any, batch: dict[str, torch.Tensor]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -290,6 +332,7 @@ class Worker:
         self.build_s = time.perf_counter() - t0
         self.warmup_times = [self.step() for _ in range(max(warmup, 1))]
         self.times: list[float] = []
+        self.others: list[float] = []  # CPU seconds other processes used during each timed step
         self.infer_times: list[float] = []
         self.losses: dict[str, torch.Tensor] = {}
 
@@ -317,12 +360,13 @@ class Worker:
         net_g, net_d = self.built["nets"]
         return {
             "preset": self.preset, "variant": self.variant, "device": str(device),
-            "generator": cfg.model.generator,
-            "discriminator": f"{cfg.model.discriminator}(n_layers={cfg.model.n_layers_d})",
+            "generator": f"{cfg.model.generator} (ngf {cfg.model.ngf})",
+            "discriminator": f"{cfg.model.discriminator} (n_layers {cfg.model.n_layers_d}, ndf {cfg.model.ndf})",
             "size": cfg.data.crop_size, "batch": cfg.train.batch_size, "ngf": cfg.model.ngf, "ndf": cfg.model.ndf,
             "params_g": sum(p.numel() for p in net_g.parameters()),
             "params_d": sum(p.numel() for p in net_d.parameters()),
             "build_s": self.build_s, "warmup_times": self.warmup_times, "times": self.times,
+            "others_cpu_s": self.others,
             "infer_times": self.infer_times, "flops": flops, "peak_mib": peak_mib, "losses": losses,
             "applied": self.built["applied"], "threads": torch.get_num_threads(),
         }
@@ -340,9 +384,11 @@ def serve(args: argparse.Namespace, preset: str, variant: str) -> int:
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
-            t = worker.step()
+            with OthersMeter() as meter:
+                t = worker.step()
             worker.times.append(t)
-            reply: dict[str, Any] = {"t": t}
+            worker.others.append(meter.others_s)
+            reply: dict[str, Any] = {"t": t, "others": meter.others_s}
         elif cmd == "infer":
             t = worker.infer()
             worker.infer_times.append(t)
@@ -422,10 +468,10 @@ def run_preset(preset: str, variants: list[str], args: argparse.Namespace) -> li
             print(f"[{preset} {v}] ready in {time.perf_counter() - t0:.0f}s: {msg}", file=sys.stderr, flush=True)
         loads = [_load()]
         for i in range(args.steps):
-            times = {w.variant: w.ask("step").get("t") for w in workers}
+            replies = {w.variant: w.ask("step") for w in workers}
             loads.append(_load())
             print(f"[{preset}] step {i + 1}/{args.steps}: "
-                  + ", ".join(f"{v} {t:.3f}" for v, t in times.items() if t is not None),
+                  + ", ".join(f"{v} {r['t']:.3f} ({r['others']:.2f})" for v, r in replies.items() if "t" in r),
                   file=sys.stderr, flush=True)
         for _ in range(args.infer_iters + 2):  # the first two are warm-up
             for w in workers:
@@ -479,7 +525,7 @@ def _loss_match(losses: dict[str, float], ref: dict[str, float] | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| preset | variant | G / D | size x batch | step median (s) | step min (s) | steps/s "
+    head = ("| preset | variant | G / D | size x batch | step median (s) | step min (s) | quiet steps | steps/s "
             "| speed-up vs plain eager | first step (s) | GFLOP/step | GFLOP/s | G inference median / min (ms) "
             "| peak mem Δ (MiB) | losses vs plain |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -489,14 +535,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r.get("variant") == "plain" and "error" not in r:
             plain_losses[r["preset"]] = r["losses"]
-            plain_median[r["preset"]] = statistics.median(r["times"])
+            plain_median[r["preset"]] = statistics.median(quiet_times(r["times"], r["others_cpu_s"])[0])
             if r.get("flops"):
                 plain_flops[r["preset"]] = r["flops"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r['variant']} | error: {r['error']} |" + " |" * 11)
             continue
-        med = statistics.median(r["times"])
+        used, n_quiet = quiet_times(r["times"], r["others_cpu_s"])
+        med = statistics.median(used)
         flops = r.get("flops") or plain_flops.get(r["preset"])
         base = plain_median.get(r["preset"])
         speed = f"{base / med:.2f}x" if base else "-"
@@ -504,7 +551,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         flop_cells = f"{flops / 1e9:.2f} | {flops / 1e9 / med:.1f}" if flops else "- | -"
         lines.append(
             f"| {r['preset']} | {r['variant']} | {r['generator']} / {r['discriminator']} | "
-            f"{r['size']}x{r['size']} x {r['batch']} | {med:.4f} | {min(r['times']):.4f} | {1 / med:.2f} | {speed} | "
+            f"{r['size']}x{r['size']} x {r['batch']} | {med:.4f} | {min(r['times']):.4f} | "
+            f"{n_quiet}/{len(r['times'])} | {1 / med:.2f} | {speed} | "
             f"{first} | {flop_cells} | {statistics.median(r['infer_times']) * 1e3:.1f} / "
             f"{min(r['infer_times']) * 1e3:.1f} | {r['peak_mib']:.0f} | "
             f"{_loss_match(r['losses'], plain_losses.get(r['preset']))} |")
@@ -526,8 +574,10 @@ def format_report(rows: list[dict[str, Any]], info: dict[str, str], argv: list[s
         f"{info.get('load_average_at_start', '?')}",
         "",
         format_table(rows), "",
-        "Step times: median and minimum over the timed steps; speed-up = plain eager median / row median "
-        "(same preset). First step: the first warm-up step (lazy init, conv autotuning, compilation). "
+        "Step median: over the quiet steps (those during which other processes used under 5 % of a CPU, "
+        "measured from /proc/stat; all steps when fewer than 3 were quiet); step min: over all timed steps; "
+        "speed-up = plain eager median / row median (same preset). "
+        "First step: the first warm-up step (lazy init, conv autotuning, compilation). "
         "GFLOP/step: FlopCounterMode over one full training step (convolutions and matmuls, forward and "
         "backward of G and D; element-wise ops not counted); a row without its own count uses the plain "
         "step's (same maths). Losses vs plain: the largest relative difference of the final losses (D_fake, "

@@ -180,3 +180,12 @@ def test_worker_processes_give_the_same_losses(tiny_config):
     in_process = _losses(train(tiny_config).run_dir)
     tiny_config.data.num_workers = 2
     assert _losses(train(tiny_config).run_dir) == in_process
+
+
+def test_fast_step_switch_keeps_the_losses_close(tiny_config):
+    tiny_config.train.max_steps = 3
+    exact = _losses(train(tiny_config).run_dir)
+    tiny_config.train.fast_step = True
+    fast = _losses(train(tiny_config).run_dir)
+    for a, b in zip(exact, fast, strict=True):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-3 * max(1.0, abs(a[k])) for k in a)

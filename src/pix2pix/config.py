@@ -111,6 +111,8 @@ class TrainConfig:
     name: str = ""  # run directory suffix (default: the preset name)
     tensorboard: bool = True  # log to TensorBoard when it is installed
     channels_last: bool = False  # memory format for convolutions (faster on some CPUs and GPUs)
+    fast_step: bool = False  # pix2pix: fused Adam, CPU allocator tuning, per-layer conv backend (float-rounding
+    #                          differences only; off by default so that resumed runs stay bit-exact)
     niter_fix_global: int = 0  # pix2pixHD local: epochs training only the outermost enhancer
     load_global: str = ""  # pix2pixHD local: a global generator model dir to initialise the global part
 

@@ -6,7 +6,9 @@
     trainer.train_step(batch)    # same losses and weights, to float rounding
 
 What each one does, and what it measured on a 2-core AMD EPYC (Zen 3, AVX2) with
-unet_256 + 70x70 PatchGAN at 256x256, batch 1 (see benchmarks/README.md):
+unet_256 + 70x70 PatchGAN at 256x256, batch 1 (benchmarks/benchmark.py; all three
+together: 1.4-1.7x the step throughput of a plain eager reference step, see
+benchmarks/README.md):
 
 * fused Adam (`torch.optim.Adam(fused=True)`): one vectorised kernel over every
   parameter instead of ~6 elementwise passes per tensor. The generator has 54 M
@@ -27,12 +29,13 @@ unet_256 + 70x70 PatchGAN at 256x256, batch 1 (see benchmarks/README.md):
   faster. The same convolution, summed in another order: results agree to float
   rounding.
 
-Not applied here because they did not help on that CPU: channels_last (0.73x:
+Not applied here because they did not help on that CPU: channels_last (0.7-0.9x:
 the weights are re-laid out on every call and the optimiser copies between
-formats), torch.compile (no faster: the step is convolution-bound and Inductor's
-default layout optimisation converts to channels_last), turning oneDNN off
-globally (0.9x). Running D on real and fake pairs as one batch would save a pass
-but changes batch-norm statistics, so it is not the same maths.
+formats), torch.compile (no faster than fused Adam alone: the step is
+convolution-bound, and Inductor's default layout optimisation converts to
+channels_last, which is slower), turning oneDNN off globally (0.9x). Running D
+on real and fake pairs as one batch would save a pass but changes batch-norm
+statistics, so it is not the same maths.
 """
 
 from __future__ import annotations

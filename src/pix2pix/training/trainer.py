@@ -103,6 +103,10 @@ class Pix2PixTrainer(TrainerBase):
         self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = make_scheduler(self.opt_g, o)
         self.sched_d = make_scheduler(self.opt_d, o)
+        if cfg.train.fast_step:
+            from .fast_step import speed_up
+
+            speed_up(self)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One D update then one G update; returns the detached losses (no host synchronisation)."""

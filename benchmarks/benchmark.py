@@ -27,7 +27,9 @@ Variants (`--variants`, comma-separated): a base and optional `+switch`es.
   +fused_adam      Adam(fused=True)                          (pix2pix.training.fast_step)
   +allocator       glibc malloc tuned, no mmap churn         (pix2pix.training.fast_step)
   +conv_autotune   per-layer oneDNN / native conv backend    (pix2pix.training.fast_step)
-  +fast            = +fused_adam+allocator+conv_autotune     (fast_step.speed_up)
+  +fast            = +fused_adam+allocator+conv_autotune: train.fast_step=true, which makes
+                   Pix2PixTrainer call fast_step.speed_up (or speed_up itself if the config
+                   has no such switch)
   +compile         G and D compiled (nn.Module.compile, mode --compile-mode; Inductor's layout
                    optimisation off on CPU); the compile time is in the "first step" column
   +no_onednn       torch.backends.mkldnn.enabled = False for the whole process
@@ -216,6 +218,11 @@ def build_variant(variant: str, cfg: Any, device: torch.device, compile_mode: st
     from pix2pix.training.trainer import Pix2PixTrainer
 
     cfg.train.channels_last = "channels_last" in switches
+    if set(FAST) <= set(switches) and hasattr(cfg.train, "fast_step"):
+        # the library's own switch: Pix2PixTrainer applies fast_step.speed_up itself
+        cfg.train.fast_step = True
+        applied["fast_step"] = True
+        switches = [s for s in switches if s not in FAST]
     trainer = Pix2PixTrainer(cfg, device)
     applied["channels_last"] = cfg.train.channels_last
     if "fused_adam" in switches:

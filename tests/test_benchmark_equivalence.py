@@ -62,6 +62,8 @@ def plain_run():
 def _library_run(switch: str):
     cfg = bm.preset_config("tiny")
     cfg.train.channels_last = switch == "channels_last"
+    if switch == "train.fast_step":
+        cfg.train.fast_step = True  # the trainer applies fast_step.speed_up (allocator included) itself
     seed_everything(0)
     trainer = Pix2PixTrainer(cfg, CPU)
     init = _snapshot(trainer.net_g, trainer.net_d)
@@ -104,7 +106,7 @@ def test_plain_step_matches_library_step_exactly(plain_run):
     _assert_same(plain_run, _library_run("default"), loss_rtol=0.0, weight_atol=0.0)
 
 
-@pytest.mark.parametrize("switch", ["fused_adam", "conv_autotune", "channels_last", "fast"])
+@pytest.mark.parametrize("switch", ["fused_adam", "conv_autotune", "channels_last", "fast", "train.fast_step"])
 def test_speed_switches_keep_the_maths(plain_run, switch):
     _assert_same(plain_run, _library_run(switch), loss_rtol=1e-5, weight_atol=2e-5, max_outlier_fraction=1e-3)
 

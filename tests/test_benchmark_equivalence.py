@@ -9,6 +9,7 @@ kernels or the optimiser's arithmetic.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -36,6 +37,18 @@ def _load_benchmark():
 bm = _load_benchmark()
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Both runs on one intra-op thread: the bits of a reduction depend on the thread count, and at
+    this size one thread is as fast and stays fast when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _batches(cfg):
     return [bm.make_batch(cfg, CPU, seed=100 + i) for i in range(STEPS)]
 
@@ -47,11 +60,12 @@ def _snapshot(net_g, net_d):
 
 def _plain_run():
     cfg = bm.preset_config("tiny")
-    seed_everything(0)
-    step = bm.plain_step_from_config(cfg, CPU)
-    init = _snapshot(step.net_g, step.net_d)
-    losses = [step.step(b["A"], b["B"]) for b in _batches(cfg)]
-    return init, losses, _snapshot(step.net_g, step.net_d)
+    with one_thread():
+        seed_everything(0)
+        step = bm.plain_step_from_config(cfg, CPU)
+        init = _snapshot(step.net_g, step.net_d)
+        losses = [step.step(b["A"], b["B"]) for b in _batches(cfg)]
+        return init, losses, _snapshot(step.net_g, step.net_d)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +78,11 @@ def _library_run(switch: str):
     cfg.train.channels_last = switch == "channels_last"
     if switch == "train.fast_step":
         cfg.train.fast_step = True  # the trainer applies fast_step.speed_up (allocator included) itself
+    with one_thread():
+        return _library_steps(cfg, switch)
+
+
+def _library_steps(cfg, switch: str):
     seed_everything(0)
     trainer = Pix2PixTrainer(cfg, CPU)
     init = _snapshot(trainer.net_g, trainer.net_d)

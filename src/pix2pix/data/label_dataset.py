@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import PREPROCESS_MODES
 from ..errors import ConfigError, DataError
 from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image, open_image
 from .labels import label_condition_map
@@ -43,7 +44,6 @@ from .transforms import apply_params, sample_params
 
 __all__ = ["LabelDataset", "LabelItem", "check_label_ids", "pair_key", "scan_label_ids"]
 
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 # Cityscapes file-name suffixes: the part before them is the key shared by the files of one frame.
 _CITYSCAPES_SUFFIX = re.compile(

@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..nn import conv_transpose_or_resize, get_norm_layer
 from ..registry import register_generator
-from .pix2pixhd import _check_positive
+from .pix2pixhd import _check_positive, _global_layers
 
 __all__ = ["FeatureEncoder", "InstanceFeatures", "instance_average", "instance_mean_features"]
 
@@ -102,20 +101,9 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         _check_positive(ngf=ngf, n_downsample=n_downsample)
         self.size_multiple = 2 ** n_downsample
-        norm_layer = get_norm_layer(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, padding=0), norm_layer(ngf),
-                                   nn.ReLU(True)]
-        for i in range(n_downsample):
-            mult = 2 ** i
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1), norm_layer(ngf * mult * 2),
-                       nn.ReLU(True)]
-        for i in range(n_downsample):
-            mult = 2 ** (n_downsample - i)
-            layers += [conv_transpose_or_resize(ngf * mult, ngf * mult // 2, kernel_size=3, padding=1,
-                                                output_padding=1, bias=True, upsample=upsample),
-                       norm_layer(ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7, padding=0), nn.Tanh()]
-        self.model = nn.Sequential(*layers)
+        # the reference encoder is the global generator's layout without residual blocks
+        self.model = nn.Sequential(*_global_layers(in_channels, out_channels, ngf, n_downsample, 0, norm,
+                                                   "reflect", upsample))
 
     def forward(self, image: torch.Tensor, instance_map: torch.Tensor | None = None) -> torch.Tensor:
         out = self.model(image)

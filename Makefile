@@ -20,10 +20,18 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser tests (study web app, editor) drive Debian's Chromium through Playwright; Playwright's own
+# browser download does not work offline. Without root or apt the browser tests skip with a reason.
+$(VENV)/.browser: $(VENV)/.installed
+	@test -x /usr/bin/chromium || (apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+		echo "note: could not install chromium; the browser tests will be skipped"
+	touch $@
+
 demo: install
 	$(BIN)/pix2pix demo --out demo
 
-test: install
+test: install $(VENV)/.browser
 	$(BIN)/python -m pytest
 
 lint: install

@@ -68,3 +68,30 @@ def tiny_config(aligned_dataset: Path, tmp_path: Path):
     cfg.train.runs_dir = str(tmp_path / "runs")
     cfg.train.device = "cpu"
     return cfg
+
+
+CHROMIUM = Path(os.environ.get("PIX2PIX_CHROMIUM", "/usr/bin/chromium"))
+# Flags for a closed network: no background connections, no sandbox (the tests may run as root).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless system Chromium driven by Playwright (`make test` installs both)."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright missing (make test installs it)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (make test does) "
+                    "or set PIX2PIX_CHROMIUM")
+    with playwright_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    yield pg
+    context.close()

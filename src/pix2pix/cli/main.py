@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
 import sys
 from pathlib import Path
 
@@ -175,6 +176,10 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules under pix2pix.cli with a `register(subparsers)` function, one per command group.
+_SUBCOMMAND_MODULES = ("data", "demo", "features")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pix2pix", description="Paired image-to-image translation (pix2pix).")
     parser.add_argument("--version", action="version", version=f"pix2pix {__version__}")
@@ -247,15 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the training presets")
     p.set_defaults(func=_cmd_presets)
 
-    from . import data as data_cli
-
-    data_cli.register(sub)
-    from . import demo as demo_cli
-
-    demo_cli.register(sub)
-    from . import features as features_cli
-
-    features_cli.register(sub)
+    for name in _SUBCOMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 LR_POLICIES = ("linear", "linear_hd", "constant", "step", "cosine")
 FAMILIES = ("pix2pix", "pix2pixhd")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -113,6 +114,13 @@ class TrainConfig:
     channels_last: bool = False  # memory format for convolutions (faster on some CPUs and GPUs)
     fast_step: bool = False  # pix2pix: fused Adam, CPU allocator tuning, per-layer conv backend (float-rounding
     #                          differences only; off by default so that resumed runs stay bit-exact)
+    # -- scaling (see pix2pix.training.scaling and the README's multi-GPU section) --
+    precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast over G, D and losses (fp16 adds a GradScaler)
+    compile: bool = False  # torch.compile G and D (the first steps pay the compilation)
+    checkpoint_activations: bool = False  # recompute residual blocks and enhancers in backward (less memory)
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step (the batch is split, not enlarged)
+    sync_bn: bool = False  # distributed: batch-norm statistics over all processes (nn.SyncBatchNorm)
+    dist_backend: str = "auto"  # distributed: nccl on CUDA, gloo on CPU, or name one
     niter_fix_global: int = 0  # pix2pixHD local: epochs training only the outermost enhancer
     load_global: str = ""  # pix2pixHD local: a global generator model dir to initialise the global part
 
@@ -292,6 +300,10 @@ def validate(cfg: Config) -> Config:
     for key in ("load_size", "crop_size"):
         if getattr(d, key) < 1:
             raise ConfigError(f"data.{key} must be positive.")
+    _choice(t.precision, PRECISIONS, "train.precision")
+    if t.grad_accum < 1 or t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.grad_accum={t.grad_accum} must be at least 1 and divide train.batch_size="
+                          f"{t.batch_size}: the batch is split into grad_accum micro-batches.")
     for key in ("batch_size", "log_every", "sample_every", "checkpoint_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be at least 1.")

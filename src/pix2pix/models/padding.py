@@ -13,7 +13,9 @@ from torch import nn
 
 
 def size_multiple(net: nn.Module) -> int:
-    """The multiple both image sides must have for `net` (1 when it takes any size)."""
+    """The multiple both image sides must have for `net` (1 when it takes any size); sees through DDP."""
+    while not hasattr(net, "size_multiple") and isinstance(getattr(net, "module", None), nn.Module):
+        net = net.module
     return int(getattr(net, "size_multiple", 1))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..nn import conv_transpose_or_resize, get_norm_layer, padding_layer
@@ -126,15 +127,22 @@ class LocalEnhancer(nn.Module):
             setattr(self, f"model{n}_2", nn.Sequential(*back))
         self.downsample = downsample_pool()
 
+    checkpointed = False  # train.checkpoint_activations: recompute each enhancer (full-resolution maps) in backward
+
+    def _enhance(self, n: int, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        return getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(x) + coarse)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pyramid = [x]
         for _ in range(self.n_local_enhancers):
             pyramid.append(self.downsample(pyramid[-1]))
         out = self.model(pyramid[-1])
         for n in range(1, self.n_local_enhancers + 1):
-            front = getattr(self, f"model{n}_1")
-            back = getattr(self, f"model{n}_2")
-            out = back(front(pyramid[self.n_local_enhancers - n]) + out)
+            x_n = pyramid[self.n_local_enhancers - n]
+            if self.checkpointed and torch.is_grad_enabled():
+                out = checkpoint(self._enhance, n, x_n, out, use_reentrant=False)
+            else:
+                out = self._enhance(n, x_n, out)
         return out
 
     def enhancer_parameters(self) -> list[nn.Parameter]:

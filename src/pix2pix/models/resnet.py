@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..nn import conv_transpose_or_resize, get_norm_layer, norm_uses_bias, padding_layer
 from ..registry import register_generator
 
 
 class ResnetBlock(nn.Module):
-    """[pad, conv3, norm, ReLU, (dropout), pad, conv3, norm] with an identity skip."""
+    """[pad, conv3, norm, ReLU, (dropout), pad, conv3, norm] with an identity skip.
+
+    With `checkpointed` set (train.checkpoint_activations) the block keeps only its input for
+    backward and recomputes the rest (dropout masks are replayed from the saved RNG state).
+    """
+
+    checkpointed = False
 
     def __init__(self, dim: int, *, norm: str = "instance", padding_type: str = "reflect",
                  dropout: bool = False, use_bias: bool | None = None) -> None:
@@ -32,6 +39,8 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointed and torch.is_grad_enabled():
+            return x + checkpoint(self.conv_block, x, use_reentrant=False)
         return x + self.conv_block(x)
 
 

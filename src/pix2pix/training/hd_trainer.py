@@ -10,6 +10,7 @@ Adam is rebuilt over all parameters (the reference resets it there).
 from __future__ import annotations
 
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from ..losses import GANLoss, VGGLoss, feature_matching_loss, resolve_vgg_weight
 from ..models import run_padded
 from ..nn import init_weights
 from ..registry import accepted_options, create_discriminator, create_generator
-from .base import TrainerBase
+from .base import TrainerBase, add_weighted
+from .scaling import DistContext, gradient_sync
 from .schedules import make_scheduler
 
 
@@ -84,7 +86,7 @@ def load_global_weights(net_g: nn.Module, directory: str | Path) -> None:
 class Pix2PixHDTrainer(TrainerBase):
     """Generator (+ feature encoder), multi-scale discriminator, their optimisers and the step."""
 
-    def __init__(self, cfg: Config, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device, dist: DistContext | None = None) -> None:
         self.cfg, self.device = cfg, device
         m, lc, o = cfg.model, cfg.loss, cfg.optim
         if m.use_features and not label_inputs(cfg).use_instance:
@@ -122,6 +124,7 @@ class Pix2PixHDTrainer(TrainerBase):
             self.vgg = VGGLoss(weights, normalize_input=lc.vgg_normalize, lambda_vgg=lc.lambda_vgg).to(device)
         self.global_frozen = cfg.train.niter_fix_global > 0 and hasattr(self.net_g, "enhancer_parameters")
         self._build_g_optimizer(epochs_done=0)
+        self.setup_scaling(dist)
 
     # -- optimisation ----------------------------------------------------------------------------
     def _g_parameters(self) -> list[nn.Parameter]:
@@ -132,6 +135,9 @@ class Pix2PixHDTrainer(TrainerBase):
 
     def _build_g_optimizer(self, epochs_done: int) -> None:
         o = self.cfg.optim
+        trained = {id(p) for p in self._g_parameters()}
+        for p in self.net_g.parameters():  # frozen parameters get no gradients (and DDP does not wait for them)
+            p.requires_grad_(id(p) in trained)
         self.opt_g = torch.optim.Adam(self._g_parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = make_scheduler(self.opt_g, o)
         with warnings.catch_warnings():  # stepping a fresh schedule forward, before any optimiser step
@@ -144,6 +150,7 @@ class Pix2PixHDTrainer(TrainerBase):
         if self.global_frozen and epochs_done >= self.cfg.train.niter_fix_global:
             self.global_frozen = False  # from now on everything trains; Adam starts afresh as in the reference
             self._build_g_optimizer(epochs_done)
+            self.wrap_networks()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global_frozen": self.global_frozen,
@@ -153,6 +160,7 @@ class Pix2PixHDTrainer(TrainerBase):
         if bool(state["global_frozen"]) != self.global_frozen:
             self.global_frozen = bool(state["global_frozen"])
             self._build_g_optimizer(int(state["epochs_done"]))
+            self.wrap_networks()
         super().load_state_dict(state)
 
     # -- the step ----------------------------------------------------------------------------------
@@ -161,11 +169,14 @@ class Pix2PixHDTrainer(TrainerBase):
         instance = self._to_device(batch["instance"]) if "instance" in batch else None
         return self.inputs.encode(label, instance, source=batch.get("path", "")), instance
 
-    def generate(self, cond: torch.Tensor, real: torch.Tensor | None, instance: torch.Tensor | None) -> torch.Tensor:
+    def generate(self, cond: torch.Tensor, real: torch.Tensor | None, instance: torch.Tensor | None,
+                 training: bool = False) -> torch.Tensor:
+        """G(cond [+ E(real) pooled per instance]); `training` calls the wrapped modules of the step."""
+        net_g, net_e = (self.g, self.e) if training else (self.net_g, self.net_e)
         g_in = cond
-        if self.net_e is not None:
-            g_in = torch.cat([cond, self.net_e(real, instance)], 1)
-        return run_padded(self.net_g, g_in)
+        if net_e is not None:
+            g_in = torch.cat([cond, net_e(real, instance)], 1)
+        return run_padded(net_g, g_in)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The reference step with one discriminator pass on the fake image; returns the detached losses.
@@ -173,17 +184,44 @@ class Pix2PixHDTrainer(TrainerBase):
         NVIDIA's code runs D on the fake twice (detached for the D loss, attached for the G
         loss). Both losses are taken from one pass here: G's gradients are computed for G (and
         E) only, D's for D only, both before either optimiser steps, so the update is the
-        reference's exactly (D sees the same fake values, G sees D before its update).
+        reference's exactly (D sees the same fake values, G sees D before its update). With
+        train.grad_accum > 1 both gradients accumulate over the micro-batches before the steps.
         """
+        parts = self.micro_batches(batch)
+        g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.net_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        losses: dict[str, torch.Tensor] = {}
+        for i, (weight, part) in enumerate(parts):
+            sync = i == len(parts) - 1
+            with ExitStack() as stack:
+                for net in (self.g, self.e, self.d):
+                    if net is not None:
+                        stack.enter_context(gradient_sync(net, sync))
+                with self.amp.autocast():
+                    part_losses = self._losses(part)
+                self.amp.backward(part_losses["G"] * weight, inputs=g_params, retain_graph=self.net_d is not None)
+                if self.net_d is not None:
+                    self.amp.backward(part_losses["D"] * weight, inputs=list(self.net_d.parameters()))
+            add_weighted(losses, part_losses, weight)
+        if self.net_d is not None:
+            self.amp.step(self.opt_d)
+        self.amp.step(self.opt_g)
+        self.amp.update()
+        return losses
+
+    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """G's and D's losses on one (micro-)batch, from one D pass on the fake and one on the real image."""
         lc = self.cfg.loss
         cond, instance = self.encode(batch)
         real = self._to_device(batch["image"])
-        fake = self.generate(cond, real, instance)
+        fake = self.generate(cond, real, instance, training=True)
         losses: dict[str, torch.Tensor] = {}
         total_g = fake.new_zeros((), dtype=torch.float32)
-        if self.net_d is not None:
-            pred_fake = self.net_d(torch.cat([cond, fake], 1))
-            pred_real = self.net_d(torch.cat([cond, real], 1))
+        if self.d is not None:
+            pred_fake = self.d(torch.cat([cond, fake], 1))
+            pred_real = self.d(torch.cat([cond, real], 1))
             losses["D_fake"] = self.gan(pred_fake, False)
             losses["D_real"] = self.gan(pred_real, True)
             losses["D"] = 0.5 * (losses["D_fake"] + losses["D_real"])
@@ -198,15 +236,7 @@ class Pix2PixHDTrainer(TrainerBase):
             losses["G_VGG"] = self.vgg(fake, real)
             total_g = total_g + losses["G_VGG"]
         losses["G"] = total_g
-        g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
-        self.opt_g.zero_grad(set_to_none=True)
-        total_g.backward(inputs=g_params, retain_graph=self.net_d is not None)
-        if self.net_d is not None:
-            self.opt_d.zero_grad(set_to_none=True)
-            losses["D"].backward(inputs=list(self.net_d.parameters()))
-            self.opt_d.step()
-        self.opt_g.step()
-        return {k: v.detach() for k, v in losses.items()}
+        return losses
 
     # -- data, samples and saving --------------------------------------------------------------------
     @staticmethod

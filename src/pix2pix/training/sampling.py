@@ -42,3 +42,40 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return max(0, self.num_items - self.start)
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """One process's batches of one epoch, resumable at any step; `set_epoch` before each epoch.
+
+    Step s takes the global batch at positions [s*G, (s+1)*G) of the epoch's order, G =
+    batch_size * world_size, and process `rank` takes its contiguous share of batch_size
+    items, so the processes together see exactly the batches one process with batch G would
+    see. As with torch's DistributedSampler, a short last batch is completed by wrapping
+    around to the start of the order, so that every process runs the same number of steps.
+    """
+
+    def __init__(self, num_items: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        self.num_items, self.seed, self.batch_size = num_items, seed, batch_size
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_items // (self.batch_size * self.world_size))
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        items = list(EpochSampler(self.num_items, self.seed, self.epoch, shuffle=self.shuffle))
+        size = self.batch_size * self.world_size
+        for step in range(self.start_step, self.steps_per_epoch):
+            chunk = items[step * size:(step + 1) * size]
+            share = -(-len(chunk) // self.world_size)
+            if self.world_size > 1:
+                chunk = (chunk + items * (share * self.world_size // len(items) + 1))[:share * self.world_size]
+            yield chunk[self.rank * share:(self.rank + 1) * share]
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch - self.start_step)

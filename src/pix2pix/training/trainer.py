@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, config_from_dict, validate
@@ -36,10 +36,21 @@ from ..models import run_padded
 from ..nn import set_requires_grad
 from ..registry import create_discriminator, create_generator
 from ..report import image_grid, write_run_index
-from ..runtime import resolve_device, seed_everything
-from .base import TrainerBase
+from ..runtime import seed_everything
+from .base import TrainerBase, add_weighted
 from .objective import Pix2PixObjective
-from .sampling import EpochSampler
+from .sampling import EpochBatchSampler
+from .scaling import (
+    DistContext,
+    any_rank,
+    broadcast_object,
+    buffers_kept,
+    gather_objects,
+    gradient_sync,
+    init_distributed,
+    mean_over_ranks,
+    shutdown_distributed,
+)
 from .schedules import make_scheduler
 from .state import load_training_state, rng_state, save_training_state, set_rng_state
 
@@ -90,7 +101,7 @@ def create_run_dir(runs_dir: str | Path, name: str) -> Path:
 class Pix2PixTrainer(TrainerBase):
     """Networks, optimisers, schedulers and the training step of one pix2pix run."""
 
-    def __init__(self, cfg: Config, device: torch.device) -> None:
+    def __init__(self, cfg: Config, device: torch.device, dist: DistContext | None = None) -> None:
         self.cfg, self.device = cfg, device
         self.objective = Pix2PixObjective(cfg.loss, conditional=cfg.model.conditional_d)
         self.net_g = build_generator(cfg).to(device)
@@ -107,26 +118,58 @@ class Pix2PixTrainer(TrainerBase):
             from .fast_step import speed_up
 
             speed_up(self)
+        self.setup_scaling(dist)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One D update then one G update; returns the detached losses (no host synchronisation)."""
-        real_a, real_b = self._to_device(batch["A"]), self._to_device(batch["B"])
-        fake_b = run_padded(self.net_g, real_a)
+        """One D update then one G update (D frozen); returns the detached losses (no host synchronisation).
+
+        With train.grad_accum > 1 each update accumulates the micro-batches' gradients. G's
+        output for D's update is then computed without a graph and recomputed for G's update,
+        replaying the same random state (dropout) and leaving batch-norm statistics alone, so
+        both updates see the fakes one whole-batch pass would give (exactly so without batch norm).
+        """
+        parts = self.micro_batches(batch)
+        last, replay = len(parts) - 1, len(parts) > 1
         losses: dict[str, torch.Tensor] = {}
+        fakes: list[torch.Tensor | None] = [None] * len(parts)
+        rng_before: list[dict[str, Any]] = []
         if self.objective.uses_discriminator:
             set_requires_grad(self.net_d, True)
             self.opt_d.zero_grad(set_to_none=True)
-            d_losses = self.objective.discriminator_losses(self.net_d, real_a, real_b, fake_b)
-            d_losses["D"].backward()
-            self.opt_d.step()
+            for i, (weight, part) in enumerate(parts):
+                real_a, real_b = self._to_device(part["A"]), self._to_device(part["B"])
+                with gradient_sync(self.d, i == last):
+                    with self.amp.autocast():
+                        if replay:
+                            rng_before.append(rng_state())
+                            with torch.no_grad(), buffers_kept(self.net_g):
+                                fake_b = run_padded(self.g, real_a)
+                        else:
+                            fake_b = fakes[i] = run_padded(self.g, real_a)  # the G update reuses it
+                        d_losses = self.objective.discriminator_losses(self.d, real_a, real_b, fake_b)
+                    self.amp.backward(d_losses["D"] * weight)
+                add_weighted(losses, d_losses, weight)
+            self.amp.step(self.opt_d)
             set_requires_grad(self.net_d, False)
-            losses.update(d_losses)
+        rng_after = rng_state() if rng_before else None
         self.opt_g.zero_grad(set_to_none=True)
-        g_losses = self.objective.generator_losses(self.net_d, real_a, real_b, fake_b)
-        g_losses["G"].backward()
-        self.opt_g.step()
-        losses.update(g_losses)
-        return {k: v.detach() for k, v in losses.items()}
+        for i, (weight, part) in enumerate(parts):
+            real_a, real_b = self._to_device(part["A"]), self._to_device(part["B"])
+            with gradient_sync(self.g, i == last), gradient_sync(self.d, False):  # D is frozen: nothing to sync
+                with self.amp.autocast():
+                    fake_b = fakes[i]
+                    if fake_b is None:
+                        if rng_before:
+                            set_rng_state(rng_before[i])
+                        fake_b = run_padded(self.g, real_a)
+                    g_losses = self.objective.generator_losses(self.d, real_a, real_b, fake_b)
+                self.amp.backward(g_losses["G"] * weight)
+            add_weighted(losses, g_losses, weight)
+        if rng_after is not None:
+            set_rng_state(rng_after)
+        self.amp.step(self.opt_g)
+        self.amp.update()
+        return losses
 
     @torch.no_grad()
     def translate(self, real_a: torch.Tensor) -> torch.Tensor:
@@ -153,13 +196,13 @@ class Pix2PixTrainer(TrainerBase):
         save_pretrained(self.net_g, directory, data=model_data_config(self.cfg), extra={"step": step})
 
 
-def build_trainer(cfg: Config, device: torch.device) -> TrainerBase:
+def build_trainer(cfg: Config, device: torch.device, dist: DistContext | None = None) -> TrainerBase:
     """The trainer of the config's model family."""
     if cfg.model.family == "pix2pixhd":
         from .hd_trainer import Pix2PixHDTrainer
 
-        return Pix2PixHDTrainer(cfg, device)
-    return Pix2PixTrainer(cfg, device)
+        return Pix2PixHDTrainer(cfg, device, dist)
+    return Pix2PixTrainer(cfg, device, dist)
 
 
 def _sample_dataset(trainer: TrainerBase) -> Any:
@@ -195,74 +238,109 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def describe(cfg: Config, trainer: TrainerBase, dataset: Any, total_steps: int) -> str:
+def describe(cfg: Config, trainer: TrainerBase, dataset: Any, total_steps: int, ctx: DistContext) -> str:
+    t = cfg.train
+    procs = f" x {ctx.world_size} processes" if ctx.enabled else ""
     return (f"dataset: {dataset.root} ({len(dataset)} items, family {cfg.model.family})\n"
             f"generator: {cfg.model.generator}, discriminator: {cfg.model.discriminator}\n{trainer.describe()}\n"
-            f"steps: {total_steps} (batch {cfg.train.batch_size}, "
-            f"{math.ceil(len(dataset) / cfg.train.batch_size)} per epoch) on {trainer.device}")
+            f"steps: {total_steps} (batch {t.batch_size}{procs} in {t.grad_accum} micro-batch(es), "
+            f"{math.ceil(len(dataset) / (t.batch_size * ctx.world_size))} per epoch) on {trainer.device}, "
+            f"{t.precision}{', compiled' if t.compile else ''}")
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = False, progress: bool = False,
           log: Any = print) -> TrainResult:
-    """Train pix2pix with `cfg`, or continue the run in `resume` exactly where it stopped."""
+    """Train with `cfg`, or continue the run in `resume` exactly where it stopped.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory.
+    """
+    validate(cfg)
+    ctx, device = init_distributed(cfg)
+    try:
+        return _train(cfg, ctx, device, resume=resume, dry_run=dry_run, progress=progress and ctx.is_main,
+                      log=log if ctx.is_main else (lambda *a, **k: None))
+    finally:
+        if ctx.enabled:
+            shutdown_distributed()
+
+
+def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str | Path | None, dry_run: bool,
+           progress: bool, log: Any) -> TrainResult:
     state: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
         state = load_training_state(run_dir / "checkpoints" / "latest.pt")
-    validate(cfg)
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    trainer = build_trainer(cfg, device)
+    seed_everything(cfg.train.seed)  # the same initial weights in every process
+    trainer = build_trainer(cfg, device, ctx)
+    if ctx.rank:
+        seed_everything(cfg.train.seed + 7919 * ctx.rank)  # but each its own dropout masks
     dataset = trainer.make_dataset(cfg, "train", train=True)
-    steps_per_epoch = math.ceil(len(dataset) / cfg.train.batch_size)
+    batches = EpochBatchSampler(len(dataset), cfg.train.seed, cfg.train.batch_size, ctx.rank, ctx.world_size)
+    steps_per_epoch = batches.steps_per_epoch
     total_steps = (cfg.optim.n_epochs + cfg.optim.n_epochs_decay) * steps_per_epoch
     if cfg.train.max_steps > 0:
         total_steps = min(total_steps, cfg.train.max_steps) if total_steps > 0 else cfg.train.max_steps
     if dry_run:
         log(json.dumps(cfg.to_dict(), indent=2))
-        log(describe(cfg, trainer, dataset, total_steps))
+        log(describe(cfg, trainer, dataset, total_steps, ctx))
         return TrainResult(Path(), 0)
 
-    sample_set = _sample_dataset(trainer)
-    sample_batch = [sample_set[i] for i in range(min(cfg.train.num_samples, len(sample_set)))]
     step = 0
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     if state is not None:
         trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
+        rng_ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(rng_ranks) == ctx.world_size:
+            set_rng_state(rng_ranks[ctx.rank])
+        else:  # resumed on another number of processes: the data order is kept, the random streams are not
+            log(f"note: the checkpoint was written by {len(rng_ranks)} process(es), this run has {ctx.world_size}; "
+                "random streams (dropout) restart from the seed")
         step, sums = int(state["step"]), dict(state["log_sums"])
-        _truncate_stats(run_dir / "stats.jsonl", step)
+        if ctx.is_main:
+            _truncate_stats(run_dir / "stats.jsonl", step)
         log(f"resuming {run_dir} at step {step}")
     else:
-        run_dir = create_run_dir(cfg.train.runs_dir, cfg.train.name or cfg.preset or "run")
-        write_json(run_dir / "config.json", cfg.to_dict())
-    (run_dir / "samples").mkdir(exist_ok=True)
-    writer = _tensorboard_writer(run_dir) if cfg.train.tensorboard else None
+        run_dir = None
+        if ctx.is_main:
+            run_dir = create_run_dir(cfg.train.runs_dir, cfg.train.name or cfg.preset or "run")
+            write_json(run_dir / "config.json", cfg.to_dict())
+        run_dir = Path(broadcast_object(str(run_dir) if run_dir else None, ctx))
+    writer = None
+    if ctx.is_main:
+        sample_set = _sample_dataset(trainer)
+        sample_batch = [sample_set[i] for i in range(min(cfg.train.num_samples, len(sample_set)))]
+        (run_dir / "samples").mkdir(exist_ok=True)
+        writer = _tensorboard_writer(run_dir) if cfg.train.tensorboard else None
 
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     last_good_step = step
 
-    def check_finite(at_step: int) -> None:
-        if bool(nonfinite):
+    def check_finite(at_step: int) -> None:  # collective: every process stops together
+        if any_rank(nonfinite, ctx):
             raise TrainingDiverged(
                 f"a loss became NaN or infinite between step {last_good_step} and step {at_step}; training "
                 f"stopped. The last good checkpoint (step {last_good_step}) is kept in {run_dir}/checkpoints. "
                 "Lower optim.lr, check the data for broken images, or resume with --resume after changing it."
             )
 
-    def checkpoint(at_step: int) -> None:
+    def checkpoint(at_step: int) -> None:  # collective
         nonlocal last_good_step
         check_finite(at_step)
-        save_training_state(run_dir / "checkpoints" / "latest.pt", {
-            "trainer": trainer.state_dict(), "rng": rng_state(), "step": at_step, "log_sums": sums,
-            "config": json.dumps(cfg.to_dict())})
-        trainer.save_model(run_dir / "model", at_step)
+        rngs = gather_objects(rng_state(), ctx)
+        if ctx.is_main:
+            save_training_state(run_dir / "checkpoints" / "latest.pt", {
+                "trainer": trainer.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "step": at_step,
+                "log_sums": sums, "config": json.dumps(cfg.to_dict())})
+            trainer.save_model(run_dir / "model", at_step)
         last_good_step = at_step
 
     def write_samples(at_step: int) -> None:
         image_grid(trainer.sample_rows(sample_batch)).save(run_dir / "samples" / f"step_{at_step:08d}.png")
         write_run_index(run_dir)
 
+    workers = cfg.data.num_workers
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0, generator=torch.Generator())  # keeps the global RNG untouched
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="it", dynamic_ncols=True,
                file=sys.stderr, mininterval=0.5)
     interrupted = False
@@ -271,10 +349,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
     with _StopFlag() as stop:
         while step < total_steps and not interrupted:
             epoch, position = divmod(step, steps_per_epoch)
-            sampler = EpochSampler(len(dataset), cfg.train.seed, epoch, start=position * cfg.train.batch_size)
-            loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, cfg.train.batch_size, drop_last=False),
-                                num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                                generator=torch.Generator())  # a private generator keeps the global RNG untouched
+            batches.set_epoch(epoch, position)
             for batch in loader:
                 losses = trainer.train_step(batch)
                 step += 1
@@ -285,23 +360,26 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
                     sums[k] = sums.get(k, 0.0) + v  # stays a device tensor until the log interval
                 if step % steps_per_epoch == 0:
                     trainer.end_epoch(step // steps_per_epoch)
-                if step % cfg.train.log_every == 0 or step == total_steps:
+                at_log = step % cfg.train.log_every == 0 or step == total_steps
+                if at_log:
                     check_finite(step)
                     n = step - (step - 1) // cfg.train.log_every * cfg.train.log_every
-                    means = {k: float(v) / n for k, v in sums.items()}
+                    means = {k: float(v) / n for k, v in mean_over_ranks(sums, ctx).items()}
                     elapsed = time.perf_counter() - window_start
                     record = {"step": step, "epoch": step / steps_per_epoch, "lr": trainer.lr, "losses": means,
                               "it_per_s": window_steps / elapsed if elapsed > 0 else None}
-                    _append_stats(run_dir / "stats.jsonl", record)
-                    if writer is not None:
-                        for k, v in means.items():
-                            writer.add_scalar(f"loss/{k}", v, step)
-                        writer.add_scalar("lr", trainer.lr, step)
+                    if ctx.is_main:
+                        _append_stats(run_dir / "stats.jsonl", record)
+                        if writer is not None:
+                            for k, v in means.items():
+                                writer.add_scalar(f"loss/{k}", v, step)
+                            writer.add_scalar("lr", trainer.lr, step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
-                if step % cfg.train.sample_every == 0 or step == total_steps:
+                if ctx.is_main and (step % cfg.train.sample_every == 0 or step == total_steps):
                     write_samples(step)
-                if stop.requested:
+                # one process decides alone; several agree at log steps (Ctrl-C reaches them at different steps)
+                if (at_log or not ctx.enabled) and any_rank(torch.tensor(stop.requested), ctx):
                     interrupted = True
                 if step % cfg.train.checkpoint_every == 0 or step == total_steps or interrupted:
                     checkpoint(step)
@@ -310,7 +388,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
     bar.close()
     if writer is not None:
         writer.close()
-    write_run_index(run_dir)
+    if ctx.is_main:
+        write_run_index(run_dir)
     if interrupted:
         log(f"interrupted at step {step}; state saved. Continue with: pix2pix train --resume {run_dir}")
     return TrainResult(run_dir, step, interrupted)

@@ -38,7 +38,7 @@ class DataConfig:
     flip: bool = True  # random horizontal flip, the same for both images of a pair
     color_space: str = "rgb"  # rgb, or lab for the colorization layout (A = L, B = ab)
     max_items: int = 0  # use only the first N pairs (0: all)
-    num_workers: int = 0  # data-loading worker processes
+    num_workers: int = -1  # data-loading worker processes (persistent); -1: min(4, CPUs / 2 - 1), 0 on 2 CPUs
     # pix2pixHD inputs ({phase}_label, {phase}_inst, {phase}_img folders)
     label_nc: int = 35  # classes of the label maps (one-hot channels); 0: the input is an RGB image
     label_set: str = ""  # names and palette: cityscapes | ade20k | coco_stuff | a classes.json path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -32,3 +33,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def resolve_num_workers(requested: int) -> int:
+    """Data-loading workers: `requested`, or for -1 min(4, CPUs / 2 - 1) (the reference's 4 on a GPU machine,
+    none where two CPUs are better spent on the step itself)."""
+    if requested >= 0:
+        return requested
+    return min(4, max(0, (os.cpu_count() or 1) // 2 - 1))
+

@@ -42,7 +42,7 @@ class TrainerBase:
         self.amp = MixedPrecision(self.device, t.precision)
         if t.sync_bn:
             for name, net in self.networks().items():
-                setattr(self, name, convert_sync_batchnorm(net, self.dist))
+                setattr(self, name, convert_sync_batchnorm(net, self.dist, self.device))
         if t.checkpoint_activations:
             enable_activation_checkpointing(self.net_g)
         self.wrap_networks()
@@ -73,7 +73,7 @@ class TrainerBase:
         """Everything with a state_dict that a checkpoint must hold, by name."""
         names = ("net_g", "net_d", "net_e", "opt_g", "opt_d", "sched_g", "sched_d")
         parts = {n: getattr(self, n) for n in names if getattr(self, n, None) is not None}
-        if self.amp.scaler.is_enabled():
+        if getattr(self, "amp", None) is not None and self.amp.scaler.is_enabled():
             parts["grad_scaler"] = self.amp.scaler
         return parts
 

@@ -1,4 +1,4 @@
-"""Opt-in speed-ups for the pix2pix training step that leave the maths unchanged.
+"""Opt-in speed-ups for the training step (`train.fast_step`) that leave the maths unchanged.
 
     from pix2pix.training.fast_step import speed_up
     trainer = Pix2PixTrainer(cfg, device)
@@ -90,17 +90,20 @@ def fused_adam_supported(device: torch.device) -> bool:
 
 
 def use_fused_adam(trainer: Any) -> None:
-    """Rebuild the trainer's Adam optimisers (and their schedulers) with fused=True.
+    """Rebuild the trainer's Adam optimisers (and their schedulers) with fused=True, same parameters.
 
     Call before the first step; an optimiser that already holds state keeps it (its
     state dict is loaded into the fused one, which reads the same format).
     """
     from .schedules import make_scheduler
 
-    for opt_name, sched_name, net in (("opt_g", "sched_g", trainer.net_g), ("opt_d", "sched_d", trainer.net_d)):
-        old = getattr(trainer, opt_name)
+    for opt_name, sched_name in (("opt_g", "sched_g"), ("opt_d", "sched_d")):
+        old = getattr(trainer, opt_name, None)
+        if old is None:
+            continue
         group = old.param_groups[0]
-        new = torch.optim.Adam(net.parameters(), lr=group["lr"], betas=group["betas"], eps=group["eps"],
+        params = [p for g in old.param_groups for p in g["params"]]
+        new = torch.optim.Adam(params, lr=group["lr"], betas=group["betas"], eps=group["eps"],
                                weight_decay=group["weight_decay"], fused=True)
         if old.state:
             new.load_state_dict(old.state_dict())
@@ -252,7 +255,10 @@ def conv_backend_report(net: nn.Module) -> list[tuple[str, tuple, str, float, fl
 
 
 def speed_up(trainer: Any, *, fused_adam: bool = True, allocator: bool = True, conv_autotune: bool = True) -> dict:
-    """Apply the speed-ups that measured faster on CPU to a fresh Pix2PixTrainer; returns what was applied."""
+    """Apply the speed-ups that measured faster on CPU to a fresh trainer (any family); returns what was applied.
+
+    The convolutions of every network the step runs (G, D, the encoder, the VGG loss's) are autotuned.
+    """
     device = trainer.device
     applied = {"fused_adam": False, "allocator": False, "conv_autotune": 0}
     if fused_adam and fused_adam_supported(device):
@@ -262,6 +268,7 @@ def speed_up(trainer: Any, *, fused_adam: bool = True, allocator: bool = True, c
         if allocator:
             applied["allocator"] = tune_cpu_allocator()
         if conv_autotune:
-            applied["conv_autotune"] = autotune_conv_backends(trainer.net_g) + autotune_conv_backends(trainer.net_d)
+            nets = [*trainer.networks().values(), getattr(trainer, "vgg", None)]
+            applied["conv_autotune"] = sum(autotune_conv_backends(net) for net in nets if net is not None)
     return applied
 

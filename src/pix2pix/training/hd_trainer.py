@@ -32,6 +32,7 @@ from ..models import run_padded
 from ..nn import init_weights
 from ..registry import accepted_options, create_discriminator, create_generator
 from .base import TrainerBase, add_weighted
+from .fast_step import fused_adam_supported, speed_up
 from .scaling import DistContext, gradient_sync
 from .schedules import make_scheduler
 
@@ -124,6 +125,8 @@ class Pix2PixHDTrainer(TrainerBase):
             self.vgg = VGGLoss(weights, normalize_input=lc.vgg_normalize, lambda_vgg=lc.lambda_vgg).to(device)
         self.global_frozen = cfg.train.niter_fix_global > 0 and hasattr(self.net_g, "enhancer_parameters")
         self._build_g_optimizer(epochs_done=0)
+        if cfg.train.fast_step:
+            speed_up(self)
         self.setup_scaling(dist)
 
     # -- optimisation ----------------------------------------------------------------------------
@@ -138,7 +141,8 @@ class Pix2PixHDTrainer(TrainerBase):
         trained = {id(p) for p in self._g_parameters()}
         for p in self.net_g.parameters():  # frozen parameters get no gradients (and DDP does not wait for them)
             p.requires_grad_(id(p) in trained)
-        self.opt_g = torch.optim.Adam(self._g_parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        fused = self.cfg.train.fast_step and fused_adam_supported(self.device)  # kept when the net unfreezes
+        self.opt_g = torch.optim.Adam(self._g_parameters(), lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
         self.sched_g = make_scheduler(self.opt_g, o)
         with warnings.catch_warnings():  # stepping a fresh schedule forward, before any optimiser step
             warnings.simplefilter("ignore", UserWarning)

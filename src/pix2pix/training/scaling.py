@@ -125,6 +125,11 @@ def prepare_module(net: nn.Module, ctx: DistContext, device: torch.device, compi
     if ctx.enabled and any(p.requires_grad for p in net.parameters()):
         run = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if compile:
+        if device.type == "cpu":
+            import torch._inductor.config as inductor_config
+
+            # Inductor would turn the convolutions channels_last, measured slower on CPU (benchmarks/)
+            inductor_config.layout_optimization = False
         run = torch.compile(run)
     return run
 
@@ -136,10 +141,13 @@ def gradient_sync(module: nn.Module, sync: bool):
     return module.no_sync()
 
 
-def convert_sync_batchnorm(net: nn.Module, ctx: DistContext) -> nn.Module:
+def convert_sync_batchnorm(net: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     """Batch norm with statistics over all processes (the parameters stay the same objects)."""
     if not ctx.enabled:
         return net
+    if device.type != "cuda":
+        raise ConfigError("train.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; on the CPU set "
+                          "train.sync_bn=false (or model.norm=instance, which needs no synchronisation).")
     return nn.SyncBatchNorm.convert_sync_batchnorm(net)
 
 

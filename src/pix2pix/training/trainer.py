@@ -36,7 +36,7 @@ from ..models import run_padded
 from ..nn import set_requires_grad
 from ..registry import create_discriminator, create_generator
 from ..report import image_grid, write_run_index
-from ..runtime import seed_everything
+from ..runtime import resolve_num_workers, seed_everything
 from .base import TrainerBase, add_weighted
 from .objective import Pix2PixObjective
 from .sampling import EpochBatchSampler
@@ -338,7 +338,7 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
         image_grid(trainer.sample_rows(sample_batch)).save(run_dir / "samples" / f"step_{at_step:08d}.png")
         write_run_index(run_dir)
 
-    workers = cfg.data.num_workers
+    workers = resolve_num_workers(cfg.data.num_workers)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, generator=torch.Generator())  # keeps the global RNG untouched
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="it", dynamic_ncols=True,

@@ -378,9 +378,10 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
                 if ctx.is_main and (step % cfg.train.sample_every == 0 or step == total_steps):
                     write_samples(step)
-                # one process decides alone; several agree at log steps (Ctrl-C reaches them at different steps)
-                if (at_log or not ctx.enabled) and any_rank(torch.tensor(stop.requested), ctx):
-                    interrupted = True
+                if not ctx.enabled:
+                    interrupted = stop.requested
+                elif at_log:  # processes agree at log steps: Ctrl-C reaches them at different steps
+                    interrupted = any_rank(torch.tensor(stop.requested, device=device), ctx)
                 if step % cfg.train.checkpoint_every == 0 or step == total_steps or interrupted:
                     checkpoint(step)
                 if step >= total_steps or interrupted:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 1 << 20  # per app; the editor raises it for image uploads
+DRAIN_BYTES = 64 << 20  # an oversized body up to this size is read and dropped so the client gets the 413
 
 
 class HTTPError(Exception):
@@ -169,6 +170,11 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 raise HTTPError(400, "bad Content-Length") from None
             if length > app.max_body:
                 self.close_connection = True  # the unread body makes the connection unusable
+                # Read (and drop) a bounded amount first: closing with unread data resets the connection, and
+                # the client would see a broken pipe instead of this message.
+                remaining = min(length, DRAIN_BYTES)
+                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
+                    remaining -= len(chunk)
                 raise HTTPError(413, f"request body of {length} bytes exceeds the limit of {app.max_body}")
             body = self.rfile.read(length) if length > 0 else b""
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}

@@ -177,7 +177,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 # Modules under pix2pix.cli with a `register(subparsers)` function, one per command group.
-_SUBCOMMAND_MODULES = ("data", "demo", "features", "edit", "study")
+_SUBCOMMAND_MODULES = ("data", "demo", "features", "edit", "study", "evaluate", "segmenter")
 
 
 def build_parser() -> argparse.ArgumentParser:

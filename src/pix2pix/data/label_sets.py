@@ -16,6 +16,9 @@ each id is called and which colour shows it. Presets:
   deterministically (the PASCAL VOC bit-interleaving colour map). COCO-Stuff's
   ``stuffthingmaps`` PNGs store these ids minus one with 255 for unlabeled; add 1 modulo 256 to
   get the ids used here.
+- ``facades``: the CMP Facade Database (Tylecek and Sara, GCPR 2013) as colour-coded in pix2pix's
+  facades A|B pairs: 12 classes, CMP's label ids 1..12 minus one, with the colours measured on
+  those label images (a jet-like ramp); no void class (``background`` is real content).
 - ``synthetic``: the synthetic street world (`pix2pix.data.synthetic`), the same table as its
   ``classes.json``; `LabelSet.from_classes_json` reads such a file for any dataset.
 
@@ -309,6 +312,19 @@ COCO_STUFF = LabelSet(
 )
 
 
+# ----------------------------------------------------------------------------- CMP facades
+
+# CMP's label_names.txt order (ids 1..12 there); colours as drawn in pix2pix's facades label halves.
+FACADES = LabelSet(
+    name="facades",
+    label_nc=12,
+    class_names=("background", "facade", "window", "door", "cornice", "sill", "balcony", "blind", "deco",
+                 "molding", "pillar", "shop"),
+    palette=((0, 0, 222), (0, 48, 255), (0, 128, 255), (1, 207, 255), (32, 255, 224), (112, 254, 142),
+             (192, 255, 63), (255, 240, 1), (255, 159, 0), (255, 80, 0), (254, 0, 0), (174, 0, 1)),
+)
+
+
 def _synthetic() -> LabelSet:
     from .synthetic import classes_info
 
@@ -316,9 +332,9 @@ def _synthetic() -> LabelSet:
 
 
 LABEL_SETS = {"cityscapes": lambda: CITYSCAPES, "ade20k": lambda: ADE20K, "coco_stuff": lambda: COCO_STUFF,
-              "synthetic": _synthetic}
+              "synthetic": _synthetic, "facades": lambda: FACADES}
 _ALIASES = {"ade": "ade20k", "ade20k150": "ade20k", "cocostuff": "coco_stuff", "coco": "coco_stuff",
-            "city": "cityscapes"}
+            "city": "cityscapes", "cmp": "facades", "cmp_facades": "facades"}
 
 
 def label_set_names() -> list[str]:
@@ -326,7 +342,7 @@ def label_set_names() -> list[str]:
 
 
 def get_label_set(name: str | Path) -> LabelSet:
-    """A preset by name (cityscapes, ade20k, coco_stuff, synthetic) or a classes.json path."""
+    """A preset by name (cityscapes, ade20k, coco_stuff, facades, synthetic) or a classes.json path."""
     text = str(name)
     if text.endswith(".json") or Path(text).is_file():
         return LabelSet.from_classes_json(text)

@@ -205,3 +205,27 @@ def test_eval_cli_translates_a_split_and_scores_segmentation(tiny_config, tmp_pa
     assert seg["label_set"] == "four" and set(seg) >= {"generated", "real"}
     assert 0.0 <= seg["generated"]["pixel_accuracy"] <= 1.0
     assert "## Segmentation score" in (out / "metrics.md").read_text()
+
+
+def test_eval_cli_on_a_pix2pixhd_model_with_a_trained_segmenter(tmp_path: Path):
+    """Label maps as ids (pix2pixHD folders): segmenter training and scoring read them directly."""
+    from pix2pix.data.synthetic import write_synthetic_dataset
+    from pix2pix.presets import get_preset
+    from pix2pix.training.trainer import train
+
+    data = tmp_path / "syn"
+    write_synthetic_dataset(data, num=4, size=32)
+    cfg = get_preset("tiny_hd")
+    cfg.data.root, cfg.train.runs_dir, cfg.train.device, cfg.train.max_steps = str(data), str(tmp_path / "r"), "cpu", 1
+    run = train(cfg).run_dir
+    assert main(["segmenter", "train", "--data", str(data), "--label-set", "synthetic", "--steps", "1", "--ngf", "4",
+                 "--device", "cpu", "-o", str(tmp_path / "seg")]) == 0
+    assert main(["eval", "--model", str(run), "--data", str(data), "--segmenter", str(tmp_path / "seg"), "--no-fid",
+                 "--device", "cpu"]) == 0
+    result = json.loads((run / "eval-test" / "metrics.json").read_text())
+    labels = sorted((run / "eval-test" / "labels").iterdir())
+    stored = np.asarray(Image.open(data / "test_label" / labels[0].name))
+    assert np.array_equal(np.asarray(Image.open(labels[0])), stored)  # ids kept exactly (same size, preprocess)
+    seg = result["segmentation"]
+    assert seg["label_set"] == "synthetic" and seg["ignore_id"] == 0
+    assert seg["real"]["per_class"]["void"] == {"accuracy": None, "iou": None}  # void pixels are not counted

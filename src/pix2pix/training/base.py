@@ -3,6 +3,7 @@ wrapping for distributed, mixed-precision, compiled and checkpointed training (s
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -87,7 +88,7 @@ class TrainerBase:
     def end_epoch(self, epochs_done: int) -> None:
         """Called after each full epoch: steps the learning-rate schedules (the reference's rhythm)."""
         with warnings.catch_warnings():  # fp16: the GradScaler may have skipped every optimiser step so far
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             for sched in self.schedulers():
                 sched.step()
 

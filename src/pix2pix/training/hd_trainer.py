@@ -205,9 +205,13 @@ class Pix2PixHDTrainer(TrainerBase):
                         stack.enter_context(gradient_sync(net, sync))
                 with self.amp.autocast():
                     part_losses = self._losses(part)
-                self.amp.backward(part_losses["G"] * weight, inputs=g_params, retain_graph=self.net_d is not None)
+                # D's backward first, keeping the graph; G's backward then frees it layer by layer. The other
+                # order keeps G's and the VGG's activations alive through D's backward: same gradients, but
+                # a higher peak and ~3x the page faults per step on CPU (measured 1.25x slower at 512x256).
                 if self.net_d is not None:
-                    self.amp.backward(part_losses["D"] * weight, inputs=list(self.net_d.parameters()))
+                    self.amp.backward(part_losses["D"] * weight, inputs=list(self.net_d.parameters()),
+                                      retain_graph=True)
+                self.amp.backward(part_losses["G"] * weight, inputs=g_params)
             add_weighted(losses, part_losses, weight)
         if self.net_d is not None:
             self.amp.step(self.opt_d)

@@ -220,6 +220,17 @@ def test_compiled_step_matches_eager(tiny_config, monkeypatch):
     _close(eager, compiled, rel=1e-4)
 
 
+def test_compiled_pix2pixhd_training_matches_eager(tiny_config, world, monkeypatch):
+    """pix2pixHD's step runs D's backward and then G's through the same compiled D graph."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: real_compile(module, backend="aot_eager", **kw))
+    cfg = _apply(get_preset("tiny_hd"), {"train.max_steps": "2"})
+    cfg.data.root, cfg.train.runs_dir = str(world), tiny_config.train.runs_dir
+    eager = train(cfg)
+    compiled = train(_apply(cfg.copy(), {"train.compile": "true"}))
+    _close(_losses(eager.run_dir), _losses(compiled.run_dir), rel=1e-4)
+
+
 def test_channels_last_matches_contiguous(tiny_config):
     cfg = _apply(tiny_config, {**EXACT, "train.batch_size": "4"})
     _close(_step_losses(cfg)[0], _step_losses(_apply(cfg.copy(), {"train.channels_last": "true"}))[0], rel=1e-4)

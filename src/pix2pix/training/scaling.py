@@ -130,6 +130,11 @@ def prepare_module(net: nn.Module, ctx: DistContext, device: torch.device, compi
 
             # Inductor would turn the convolutions channels_last, measured slower on CPU (benchmarks/)
             inductor_config.layout_optimization = False
+        import torch._functorch.config as functorch_config
+
+        # the pix2pixHD step runs two backward passes through D's graph (D's loss, then G's, which
+        # keeps it until then); a compiled backward that donates its saved buffers allows only one
+        functorch_config.donated_buffer = False
         run = torch.compile(run)
     return run
 

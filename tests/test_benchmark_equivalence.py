@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -94,8 +95,8 @@ def _library_steps(cfg, switch: str):
         fast_step.use_fused_adam(trainer)
     elif switch == "conv_autotune":
         # margin 10: every layer takes the native path, whatever the timings say
-        fast_step.autotune_conv_backends(trainer.net_g, repeats=1, margin=10.0)
-        fast_step.autotune_conv_backends(trainer.net_d, repeats=1, margin=10.0)
+        for net in (trainer.net_g, trainer.net_d):
+            fast_step.autotune_conv_backends(net, repeats=1, margin=10.0, max_columns_mib=float("inf"))
     elif switch == "fast":
         # the allocator tuning is process-wide and cannot change results; leave pytest's process alone
         fast_step.speed_up(trainer, allocator=False)
@@ -135,6 +136,17 @@ def test_plain_step_matches_library_step_exactly(plain_run):
 @pytest.mark.parametrize("switch", ["fused_adam", "conv_autotune", "channels_last", "fast", "train.fast_step"])
 def test_speed_switches_keep_the_maths(plain_run, switch):
     _assert_same(plain_run, _library_run(switch), loss_rtol=1e-5, weight_atol=2e-5, max_outlier_fraction=1e-3)
+
+
+def test_conv_autotune_times_native_only_on_small_maps():
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    assert fast_step.autotune_conv_backends(conv) == 1
+    with torch.no_grad():
+        conv(torch.randn(1, 64, 128, 128))  # im2col buffer 64 x 9 x 128 x 128 floats = 36 MiB: not timed
+        conv(torch.randn(1, 64, 8, 8))  # 0.1 MiB: timed
+    rows = {key[0]: (backend, t_onednn) for _, key, backend, t_onednn, _ in fast_step.conv_backend_report(conv)}
+    assert rows[(1, 64, 128, 128)][0] == "onednn" and math.isnan(rows[(1, 64, 128, 128)][1])
+    assert rows[(1, 64, 8, 8)][1] > 0
 
 
 def test_native_convolution_matches_onednn():

@@ -162,10 +162,19 @@ def _conv_args(m: nn.Module, x: torch.Tensor) -> tuple:
 class _BackendChoice:
     """The backend chosen per input signature, measured on first sight."""
 
-    def __init__(self, repeats: int, margin: float) -> None:
-        self.repeats, self.margin = repeats, margin
+    def __init__(self, repeats: int, margin: float, max_columns_mib: float) -> None:
+        self.repeats, self.margin, self.max_columns_mib = repeats, margin, max_columns_mib
         self.native: dict[tuple, bool] = {}
         self.timings: dict[tuple, tuple[float, float]] = {}
+
+
+def _columns_mib(m: nn.Module, x: torch.Tensor) -> float:
+    """The size of the native path's im2col buffer (channels x kernel taps x output positions), in MiB."""
+    taps = m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, nn.ConvTranspose2d):  # columns: out channels x taps x input positions
+        return m.out_channels // m.groups * taps * x.shape[2] * x.shape[3] * 4 / 2**20
+    positions = (x.shape[2] // m.stride[0]) * (x.shape[3] // m.stride[1])
+    return m.in_channels // m.groups * taps * positions * 4 / 2**20
 
 
 def _run(m: nn.Module, x: torch.Tensor, native: bool) -> torch.Tensor:
@@ -196,6 +205,10 @@ def _tuned_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return self._default_forward(x)
     key = (tuple(x.shape), x.is_contiguous(), train, x.requires_grad, self.weight.requires_grad)
     native = choice.native.get(key)
+    if native is None and _columns_mib(self, x) > choice.max_columns_mib:
+        # native im2col only ever won on small maps (weight-heavy layers); on large ones it is slower
+        # and its column buffer alone can take GiBs (1.6 GiB for pix2pixHD's last layer at 512x256)
+        native = choice.native[key] = False
     if native is None:
         best = [float("inf"), float("inf")]
         _measure(self, x, train, False)  # warm both paths once
@@ -220,13 +233,17 @@ class _TunedConvTranspose2d(nn.ConvTranspose2d):
     forward = _tuned_forward
 
 
-def autotune_conv_backends(net: nn.Module, repeats: int = 3, margin: float = 0.9) -> int:
+def autotune_conv_backends(net: nn.Module, repeats: int = 3, margin: float = 0.9,
+                           max_columns_mib: float = 8.0) -> int:
     """Let every Conv2d / ConvTranspose2d of `net` pick oneDNN or native per input shape, by timing.
 
     The modules keep their parameters, state-dict keys and isinstance; only the kernel
     that computes them changes (CPU float32 only; other devices and dtypes are left
-    alone). Native is kept only when it is faster than `margin` times oneDNN. Returns
-    the number of layers switched to tuning.
+    alone). Native is kept only when it is faster than `margin` times oneDNN, and tried
+    only when its im2col buffer stays under `max_columns_mib` (measured: it won only at
+    4 MiB and below, the U-Net's bottleneck layers; above, oneDNN won every layer of
+    pix2pix at 256x256 and pix2pixHD at 512x256). Returns the number of layers switched
+    to tuning.
     """
     n = 0
     for m in net.modules():
@@ -236,7 +253,7 @@ def autotune_conv_backends(net: nn.Module, repeats: int = 3, margin: float = 0.9
             m.__class__ = _TunedConvTranspose2d
         else:
             continue
-        m._backend_choice = _BackendChoice(repeats, margin)
+        m._backend_choice = _BackendChoice(repeats, margin, max_columns_mib)
         n += 1
     return n
 
@@ -249,7 +266,7 @@ def conv_backend_report(net: nn.Module) -> list[tuple[str, tuple, str, float, fl
         if choice is None:
             continue
         for key, native in choice.native.items():
-            t_one, t_nat = choice.timings[key]
+            t_one, t_nat = choice.timings.get(key, (float("nan"), float("nan")))  # nan: not timed (large map)
             rows.append((name, key, "native" if native else "onednn", t_one * 1e3, t_nat * 1e3))
     return rows
 

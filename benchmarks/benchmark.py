@@ -264,30 +264,14 @@ def plain_networks(cfg: Any, device: torch.device) -> tuple[nn.Module, nn.Module
 
 
 def plain_hd_networks(cfg: Any, device: torch.device) -> dict[str, nn.Module | None]:
-    """pix2pixHD's G (E), D and VGG19 from the registry, built and initialised as Pix2PixHDTrainer does.
-
-    Same order (G, E, D, VGG), same initialisation (N(0, init_gain) conv weights, PyTorch's default
-    biases: zero_bias=False), so from the same seed the weights start identical to the trainer's.
-    """
+    """pix2pixHD's G (E), D and VGG19: the library's `build_hd_networks` (what Pix2PixHDTrainer builds, in
+    the same order, so from the same seed the weights start identical), then the VGG19 features."""
     from pix2pix.losses import resolve_vgg_weights
     from pix2pix.losses.perceptual import VGG19Features
-    from pix2pix.nn import init_weights
-    from pix2pix.registry import accepted_options, create_discriminator, create_generator
-    from pix2pix.training.hd_trainer import hd_channels
+    from pix2pix.training.hd_trainer import build_hd_networks
 
-    m, lc = cfg.model, cfg.loss
-    g_in, d_in = hd_channels(cfg)
-    common = {k: v for k, v in {"ngf": m.ngf, "norm": m.norm, "upsample": m.upsample}.items()
-              if k in accepted_options(m.generator)}
-    net_g = init_weights(create_generator(m.generator, g_in, m.out_channels, init=None,
-                                          **{**common, **m.generator_kwargs}), m.init, m.init_gain, zero_bias=False)
-    net_e = None
-    if m.use_features:
-        net_e = init_weights(create_generator("encoder", m.out_channels, m.feat_num, init=None, ngf=m.nef,
-                                              n_downsample=m.n_downsample_e, norm=m.norm),
-                             m.init, m.init_gain, zero_bias=False)
-    net_d = init_weights(create_discriminator(m.discriminator, d_in, init=None, ndf=m.ndf, n_layers=m.n_layers_d,
-                                              num_D=m.num_d, norm=m.norm), m.init, m.init_gain, zero_bias=False)
+    lc = cfg.loss
+    net_g, net_e, net_d = build_hd_networks(cfg)
     weights = resolve_vgg_weights(lc.vgg_weights or None, allow_download=lc.vgg_allow_download,
                                   allow_random=lc.vgg_random)
     vgg = VGG19Features()

@@ -53,6 +53,31 @@ def hd_channels(cfg: Config) -> tuple[int, int]:
     return cond + feat, cond + cfg.model.out_channels
 
 
+def build_hd_networks(cfg: Config) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+    """(G, the feature encoder or None, D or None), built in this order and initialised as the reference.
+
+    Conv weights N(0, init_gain), biases left at PyTorch's default; the encoder exists with
+    model.use_features, D when a GAN or feature-matching loss needs it. On the CPU, not moved.
+    """
+    m, lc = cfg.model, cfg.loss
+    g_in, d_in = hd_channels(cfg)
+    # shared options go to the generators that take them (CRN has no norm choice, for one)
+    common = {k: v for k, v in {"ngf": m.ngf, "norm": m.norm, "upsample": m.upsample}.items()
+              if k in accepted_options(m.generator)}
+    net_g = init_weights(create_generator(m.generator, g_in, m.out_channels, init=None,
+                                          **{**common, **m.generator_kwargs}), m.init, m.init_gain, zero_bias=False)
+    net_e = None
+    if m.use_features:
+        net_e = init_weights(create_generator("encoder", m.out_channels, m.feat_num, init=None, ngf=m.nef,
+                                              n_downsample=m.n_downsample_e, norm=m.norm),
+                             m.init, m.init_gain, zero_bias=False)
+    net_d = None
+    if lc.lambda_gan > 0 or lc.lambda_feat > 0:
+        net_d = init_weights(create_discriminator(m.discriminator, d_in, init=None, ndf=m.ndf, n_layers=m.n_layers_d,
+                                                  num_D=m.num_d, norm=m.norm), m.init, m.init_gain, zero_bias=False)
+    return net_g, net_e, net_d
+
+
 def resolve_label_set(cfg: Config) -> LabelSet | None:
     """The configured label set (names and palette), or the synthetic world's classes.json in the data folder."""
     if cfg.data.label_set:
@@ -95,26 +120,13 @@ class Pix2PixHDTrainer(TrainerBase):
                               "averages its features inside each instance.")
         self.inputs = label_inputs(cfg)
         self.label_set = resolve_label_set(cfg)
-        g_in, d_in = hd_channels(cfg)
-        # pix2pixHD initialises conv weights N(0, 0.02) and leaves biases at PyTorch's default
-        # shared options go to the generators that take them (CRN has no norm choice, for one)
-        common = {k: v for k, v in {"ngf": m.ngf, "norm": m.norm, "upsample": m.upsample}.items()
-                  if k in accepted_options(m.generator)}
-        self.net_g = init_weights(create_generator(m.generator, g_in, m.out_channels, init=None,
-                                                   **{**common, **m.generator_kwargs}),
-                                  m.init, m.init_gain, zero_bias=False).to(device)
+        net_g, net_e, net_d = build_hd_networks(cfg)
+        self.net_g = net_g.to(device)
         if cfg.train.load_global:
             load_global_weights(self.net_g, cfg.train.load_global)
-        self.net_e = None
-        if m.use_features:
-            self.net_e = init_weights(create_generator("encoder", m.out_channels, m.feat_num, init=None, ngf=m.nef,
-                                                       n_downsample=m.n_downsample_e, norm=m.norm),
-                                      m.init, m.init_gain, zero_bias=False).to(device)
-        self.net_d = None
-        if lc.lambda_gan > 0 or lc.lambda_feat > 0:
-            self.net_d = init_weights(create_discriminator(m.discriminator, d_in, init=None, ndf=m.ndf,
-                                                           n_layers=m.n_layers_d, num_D=m.num_d, norm=m.norm),
-                                      m.init, m.init_gain, zero_bias=False).to(device)
+        self.net_e = None if net_e is None else net_e.to(device)
+        self.net_d = None if net_d is None else net_d.to(device)
+        if self.net_d is not None:
             self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
             self.sched_d = make_scheduler(self.opt_d, o)
         self.gan = GANLoss(lc.gan_mode)

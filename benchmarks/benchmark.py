@@ -488,24 +488,23 @@ def build_variant(variant: str, cfg: Any, device: torch.device) -> dict[str, Any
 # Measuring
 
 
-def _proc_status_kib(field: str, pid: int | str = "self") -> int:
+def _proc_kib(path: str, field: str) -> int:
+    """A 'Field:  N kB' value of a /proc file, or -1 where there is none."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return -1
+
+
+def _proc_status_kib(field: str, pid: int | str = "self") -> int:
+    return _proc_kib(f"/proc/{pid}/status", field)
 
 
 def _meminfo_kib(field: str) -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
+    return _proc_kib("/proc/meminfo", field)
 
 
 def _sync(device: torch.device) -> None:
@@ -1090,36 +1089,32 @@ def main(argv: list[str] | None = None) -> int:
         run_variants = [s.strip() for s in run_args.variants.split(",") if s.strip()]
         report = format_report(saved["runs"], saved["machine"], saved["argv"], saved.get("started", "?"), run_args,
                                run_variants)
-        print(report)
-        if args.out:
-            Path(args.out).write_text(report, encoding="utf-8")
-        return 0
-    presets = [s.strip() for s in args.presets.split(",") if s.strip()]
-    variants = [s.strip() for s in args.variants.split(",") if s.strip()]
-    if args.worker:
-        return serve(args, presets[0], variants[0])
-    for v in variants:
-        parse_variant(v)
-    for preset in presets:  # fail before any timing on a variant that cannot work
-        cfg = preset_config(preset, "cuda" if args.device.startswith("cuda") else "cpu")
-        for v in variants:
-            try:
-                check_applicable(v, cfg, "cuda" if args.device.startswith("cuda") else "cpu")
-            except NotApplicable:
-                pass
-    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    info = machine_info(args.device)
-    rows = [row for preset in presets for row in run_preset(preset, variants, args)]
-    report = format_report(rows, info, argv, started, args, variants)
+    else:
+        presets = [s.strip() for s in args.presets.split(",") if s.strip()]
+        variants = [s.strip() for s in args.variants.split(",") if s.strip()]
+        if args.worker:
+            return serve(args, presets[0], variants[0])
+        device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+        for preset in presets:  # fail before any timing on a variant that cannot work
+            cfg = preset_config(preset, device_type)
+            for v in variants:
+                try:
+                    check_applicable(v, cfg, device_type)
+                except NotApplicable:
+                    pass
+        started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        info = machine_info(args.device)
+        rows = [row for preset in presets for row in run_preset(preset, variants, args)]
+        report = format_report(rows, info, argv, started, args, variants)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info, "argv": argv, "started": started, "runs": rows},
+                                                  indent=1))
     print(report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(report, encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "argv": argv, "started": started, "runs": rows},
-                                              indent=1))
     return 0
 
 

@@ -30,7 +30,10 @@ Variants (`--variants`, comma-separated): a base and optional `+switch`es.
   plain            the baseline, no library training code: for pix2pix `PlainEagerStep` (the reference
                    optimize_parameters), for pix2pixHD `PlainHDStep` (NVIDIA's step), both with the
                    registry's networks, plain Adam, fp32, NCHW
-  library          the library's trainer (`build_trainer`: Pix2PixTrainer or Pix2PixHDTrainer) .train_step
+  library          the library's trainer (`build_trainer`, either family) .train_step, with
+                   the defaults `pix2pix train` runs it with: fast_step.apply_process_defaults (the glibc allocator
+                   setting, process-wide) before it is built, and BlockedAdam, the trainer's optimiser
+                   (fast_step.make_adam). Bit-identical to plain.
   config switches (set before the trainer is built; the trainer applies them):
   +channels_last   train.channels_last=True
   +fast            train.fast_step=True: fused Adam + glibc allocator tuning + per-layer conv backend
@@ -45,6 +48,8 @@ Variants (`--variants`, comma-separated): a base and optional `+switch`es.
   +conv_autotune   fast_step.autotune_conv_backends on every network of the step (VGG included)
   +allocator       fast_step.tune_cpu_allocator() (process-wide)
   +no_onednn       torch.backends.mkldnn.enabled = False (process-wide)
+  +no_allocator    library: without the process default (glibc as it is; PIX2PIX_CPU_ALLOCATOR=default)
+  +torch_adam      library: torch.optim.Adam instead of BlockedAdam (same bits, the plain memory traffic)
 
 The plain base takes only the process-wide switches (allocator, no_onednn).
 
@@ -90,10 +95,10 @@ PRESET_ALIASES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
 DEFAULT_PRESETS = "reference,synthetic,tiny"
 BASES = ("plain", "library")
 CONFIG_SWITCHES = ("channels_last", "fast", "compile", "bf16", "fp16", "ckpt", "accum2")
-FINE_SWITCHES = ("fused_adam", "conv_autotune", "allocator", "no_onednn")
+FINE_SWITCHES = ("fused_adam", "conv_autotune", "allocator", "no_onednn", "no_allocator", "torch_adam")
 SWITCHES = CONFIG_SWITCHES + FINE_SWITCHES
 PROCESS_WIDE = ("allocator", "no_onednn")
-DEFAULT_VARIANTS = ("plain", "library", "library+fast", "library+channels_last", "library+bf16",
+DEFAULT_VARIANTS = ("plain", "library", "library+fast", "library+bf16", "library+fast+bf16", "library+channels_last",
                     "library+compile")
 HD_LOSSES = ("D_fake", "D_real", "D", "G_GAN", "G_GAN_Feat", "G_VGG", "G")
 
@@ -252,7 +257,7 @@ class PlainHDStep:
 
 def plain_networks(cfg: Any, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """pix2pix G and D from the registry, built in the same order (so from the same seed) as the trainer."""
-    from pix2pix.registry import create_discriminator, create_generator
+    from pix2pix.models import create_discriminator, create_generator
 
     m = cfg.model
     net_g = create_generator(m.generator, m.in_channels, m.out_channels, init=m.init, init_gain=m.init_gain,
@@ -268,7 +273,7 @@ def plain_hd_networks(cfg: Any, device: torch.device) -> dict[str, nn.Module | N
     the same order, so from the same seed the weights start identical), then the VGG19 features."""
     from pix2pix.losses import resolve_vgg_weights
     from pix2pix.losses.perceptual import VGG19Features
-    from pix2pix.training.hd_trainer import build_hd_networks
+    from pix2pix.training.objectives import build_hd_networks
 
     lc = cfg.loss
     net_g, net_e, net_d = build_hd_networks(cfg)
@@ -285,7 +290,7 @@ def plain_step_from_config(cfg: Any, device: torch.device) -> PlainEagerStep | P
     """The plain reference step of the config's model family."""
     o = cfg.optim
     if cfg.model.family == "pix2pixhd":
-        from pix2pix.training.hd_trainer import label_inputs
+        from pix2pix.training.objectives import label_inputs
 
         lc = cfg.loss
         if (lc.gan_mode != "lsgan" or lc.lambda_gan != 1.0 or lc.lambda_feat <= 0 or lc.lambda_vgg <= 0
@@ -354,7 +359,7 @@ def make_batch(cfg: Any, device: torch.device, seed: int = 1234) -> dict[str, An
         a = torch.rand(n, m.in_channels, h, w, generator=g) * 2 - 1
         b = torch.rand(n, m.out_channels, h, w, generator=g) * 2 - 1
         return {"A": a.to(device), "B": b.to(device)}
-    from pix2pix.training.hd_trainer import label_inputs
+    from pix2pix.training.objectives import label_inputs
 
     inputs = label_inputs(cfg)
     cell = max(2, h // 8)
@@ -382,6 +387,8 @@ def parse_variant(variant: str) -> tuple[str, list[str]]:
                          f"{' and '.join(PROCESS_WIDE)}")
     if {"bf16", "fp16"} <= set(expanded):
         raise SystemExit(f"variant '{variant}': bf16 and fp16 exclude each other")
+    if {"allocator", "no_allocator"} <= set(expanded):
+        raise SystemExit(f"variant '{variant}': allocator and no_allocator exclude each other")
     return base, expanded
 
 
@@ -395,6 +402,20 @@ def check_applicable(variant: str, cfg: Any, device_type: str) -> None:
     if "compile" in switches and device_type == "cpu" and {"fast", "conv_autotune"} & set(switches):
         raise SystemExit(f"variant '{variant}': on the CPU compile and the conv autotuning (fast, conv_autotune) "
                          "do not combine (the native path toggles a global flag inside an autograd.Function)")
+
+
+def _p2p_translate(net_g: nn.Module) -> Any:
+    """batch -> G(A) (eval mode, no grad) for a pix2pix generator."""
+
+    @torch.no_grad()
+    def translate(batch: dict[str, Any]) -> torch.Tensor:
+        was = net_g.training
+        net_g.eval()
+        out = net_g(batch["A"])
+        net_g.train(was)
+        return out
+
+    return translate
 
 
 def _hd_translate(encode: Any, net_g: nn.Module, net_e: nn.Module | None) -> Any:
@@ -440,15 +461,7 @@ def build_variant(variant: str, cfg: Any, device: torch.device) -> dict[str, Any
                                       plain.net_e)
             return {"step": plain.step, "translate": translate, "nets": nets, "applied": applied}
 
-        @torch.no_grad()
-        def translate_a(batch: dict[str, Any]) -> torch.Tensor:
-            was = plain.net_g.training
-            plain.net_g.eval()
-            out = plain.net_g(batch["A"])
-            plain.net_g.train(was)
-            return out
-
-        return {"step": lambda batch: plain.step(batch["A"], batch["B"]), "translate": translate_a,
+        return {"step": lambda batch: plain.step(batch["A"], batch["B"]), "translate": _p2p_translate(plain.net_g),
                 "nets": {"net_g": plain.net_g, "net_d": plain.net_d}, "applied": applied}
 
     from pix2pix.config import validate
@@ -462,7 +475,12 @@ def build_variant(variant: str, cfg: Any, device: torch.device) -> dict[str, Any
     t.checkpoint_activations = "ckpt" in switches
     t.grad_accum = 2 if "accum2" in switches else 1
     validate(cfg)
+    if "no_allocator" not in switches:  # what train() does first
+        applied.update({k: v for k, v in fast_step.apply_process_defaults(device).items() if v})
     trainer = build_trainer(cfg, device)
+    if "torch_adam" in switches:
+        fast_step.rebuild_adams(trainer, "torch")
+    applied["adam"] = fast_step._adam_kind(trainer.opt_g)
     applied.update({k: v for k, v in (("channels_last", t.channels_last), ("fast_step", t.fast_step),
                                       ("compile", t.compile), ("precision", t.precision),
                                       ("grad_accum", t.grad_accum)) if v not in (False, "fp32", 1)})
@@ -477,10 +495,10 @@ def build_variant(variant: str, cfg: Any, device: torch.device) -> dict[str, Any
         applied["conv_autotune"] = sum(fast_step.autotune_conv_backends(net) for net in nets.values()
                                        if net is not None)
     if hd:
-        translate = _hd_translate(lambda b: trainer.encode(b)[0], trainer.net_g, trainer.net_e)
+        translate = _hd_translate(lambda b: trainer.objective.prepare(b, trainer._to_device).cond, trainer.net_g,
+                                  trainer.net_e)
     else:
-        def translate(batch: dict[str, Any]) -> torch.Tensor:
-            return trainer.translate(batch["A"])
+        translate = _p2p_translate(trainer.net_g)
     return {"step": trainer.train_step, "translate": translate, "nets": nets, "applied": applied}
 
 
@@ -530,9 +548,33 @@ def _machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _CLK_TCK
 
 
+def _children_cpu_s(pid: int | str = "self", depth: int = 3) -> float:
+    """CPU seconds of the live child processes (data-loading workers), from /proc, or 0 where there is none."""
+    total = 0.0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+            if depth > 1:
+                total += _children_cpu_s(child, depth - 1)
+    return total
+
+
 def _own_cpu_s() -> float:
+    """This process's CPU seconds, its threads and live child processes included."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + _children_cpu_s()
 
 
 class OthersMeter:
@@ -544,7 +586,8 @@ class OthersMeter:
 
     def __exit__(self, *exc: Any) -> None:
         busy1, own1 = _machine_busy_s(), _own_cpu_s()
-        self.others_s = max(0.0, (busy1 - self.busy0) - (own1 - self.own0)) if self.busy0 >= 0 else 0.0
+        self.own_s = own1 - self.own0
+        self.others_s = max(0.0, (busy1 - self.busy0) - self.own_s) if self.busy0 >= 0 else 0.0
 
 
 def quiet_times(times: list[float], others: list[float]) -> tuple[list[float], int]:
@@ -609,6 +652,7 @@ class Worker:
         self.warmup_times = [self.step() for _ in range(max(warmup, 1))]
         self.times: list[float] = []
         self.others: list[float] = []  # CPU seconds other processes used during each timed step
+        self.cpu_times: list[float] = []  # CPU seconds this process used in each timed step (all its threads)
         self.infer_times: list[float] = []
         self.losses: dict[str, torch.Tensor] = {}
 
@@ -632,8 +676,10 @@ class Worker:
 
     def finish(self, count_flops: bool) -> dict[str, Any]:
         device, cfg = self.device, self.cfg
+        max_allocated_mib = None
         if device.type == "cuda":
-            peak_mib = (torch.cuda.max_memory_allocated(device) - self.mem0) / 2**20
+            max_allocated_mib = torch.cuda.max_memory_allocated(device) / 2**20
+            peak_mib = max_allocated_mib - self.mem0 / 2**20
         else:
             peak_mib = (_proc_status_kib("VmHWM") - self.rss0) / 1024 if self.rss0 >= 0 else float("nan")
         losses = {k: float(v) for k, v in self.losses.items()}
@@ -648,8 +694,10 @@ class Worker:
             "width": w, "height": h, "batch": cfg.train.batch_size, "ngf": cfg.model.ngf, "ndf": cfg.model.ndf,
             "params_g": sum(p.numel() for p in nets["net_g"].parameters()), "params_d": d_params,
             "build_s": self.build_s, "warmup_times": self.warmup_times, "times": self.times,
+            "cpu_times": self.cpu_times,
             "others_cpu_s": self.others,
             "infer_times": self.infer_times, "flops": flops, "peak_mib": peak_mib, "losses": losses,
+            "max_allocated_mib": max_allocated_mib,
             "applied": self.built["applied"], "threads": torch.get_num_threads(),
         }
 
@@ -660,6 +708,9 @@ def serve(args: argparse.Namespace, preset: str, variant: str) -> int:
     sys.stdout = sys.stderr  # keep library prints off the protocol channel
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.compile_backend:  # e.g. aot_eager: the compile path without code generation (a quick dry run)
+        real_compile = torch.compile
+        torch.compile = lambda model=None, **kw: real_compile(model, **{**kw, "backend": args.compile_backend})
     worker = Worker(preset, variant, args.warmup, args.device, args.seed)
     out.write(json.dumps({"ready": True, "first_step": worker.warmup_times[0], "last_warmup": worker.warmup_times[-1],
                           **worker.memory()}) + "\n")
@@ -671,6 +722,7 @@ def serve(args: argparse.Namespace, preset: str, variant: str) -> int:
                 t = worker.step()
             worker.times.append(t)
             worker.others.append(meter.others_s)
+            worker.cpu_times.append(meter.own_s)
             reply: dict[str, Any] = {"t": t, "others": meter.others_s}
         elif cmd == "infer":
             t = worker.infer()
@@ -695,6 +747,8 @@ class WorkerProcess:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", preset, "--variants",
                variant, "--warmup", str(args.warmup), "--device", args.device, "--seed", str(args.seed),
                "--threads", str(args.threads), "--flops", flops or args.flops]
+        if args.compile_backend:
+            cmd += ["--compile-backend", args.compile_backend]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)
         self.stderr: list[str] = []
@@ -896,7 +950,12 @@ def _loss_match(losses: dict[str, float], ref: dict[str, float] | None) -> str:
     return "identical" if worst == 0 else f"rel. {worst:.0e}"
 
 
+METRIC = "wall"  # or "cpu" (--metric): what the medians and speed-ups are taken of
+
+
 def _median(r: dict[str, Any]) -> float:
+    if METRIC == "cpu" and r.get("cpu_times"):
+        return statistics.median(r["cpu_times"])
     return statistics.median(quiet_times(r["times"], r["others_cpu_s"])[0])
 
 
@@ -925,7 +984,8 @@ def _gib(mib: float) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| preset | group | variant | G / D | W x H x batch | step median (s) | step min (s) | quiet steps "
+    head = ("| preset | group | variant | G / D | W x H x batch | step median (s) | step min (s) | CPU s / step "
+            "| quiet steps "
             "| speed-up vs plain eager | first step (s) | GFLOP/step | GFLOP/s | G inference median / min (ms) "
             "| peak mem Δ | losses vs plain |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -933,7 +993,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r.get('group', '-') or '-'} | {r['variant']} | {r['error']} |"
-                         + " |" * 11)
+                         + " |" * 12)
             continue
         med = _median(r)
         _, n_quiet = quiet_times(r["times"], r["others_cpu_s"])
@@ -944,10 +1004,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                   _loss_match(r["losses"], plain["losses"] if plain else None))
         speed = f"{_median(plain) / med:.2f}x" if plain else "-"
         flop_cells = (f"{flops / 1e9:.1f}{'*' if borrowed else ''} | {flops / 1e9 / med:.1f}" if flops else "- | -")
+        cpu = statistics.median(r["cpu_times"]) if r.get("cpu_times") else float("nan")
         lines.append(
             f"| {r['preset']} | {r['group']} | {r['variant']} | {r['generator']} / {r['discriminator']} | "
             f"{r['width']}x{r['height']} x {r['batch']} | {med:.4g} | {min(r['times']):.4g} | "
-            f"{quiet} | {speed} | {r['warmup_times'][0]:.2f} | {flop_cells} | "
+            f"{cpu:.4g} | {quiet} | {speed} | {r['warmup_times'][0]:.2f} | {flop_cells} | "
             f"{statistics.median(r['infer_times']) * 1e3:.1f} / {min(r['infer_times']) * 1e3:.1f} | "
             f"{_gib(r['peak_mib'])} | {losses} |")
     return "\n".join(lines)
@@ -1017,7 +1078,8 @@ def format_report(rows: list[dict[str, Any]], info: dict[str, str], argv: list[s
         format_summary(rows, variants), "",
         "Details:", "",
         format_table(rows), "",
-        "Step median: over the quiet steps (those during which other processes used under 5 % of a CPU, "
+        ("Medians and speed-ups of the CPU time each step used (--metric cpu). " if METRIC == "cpu" else "")
+        + "Step median: over the quiet steps (those during which other processes used under 5 % of a CPU, "
         "measured from /proc/stat; all steps when fewer than 3 were quiet); step min: over all timed steps; "
         "speed-up = plain eager median / row median (same preset, same lockstep group). "
         "First step: the first warm-up step (lazy init, conv autotuning, compilation). "
@@ -1071,6 +1133,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--render", default="", metavar="JSON",
                    help="only re-render the report of a run saved with --json (its command, machine and rows) to "
                    "--out and stdout")
+    p.add_argument("--metric", choices=("wall", "cpu"), default="wall",
+                   help="step time for the medians and speed-ups: wall clock over the quiet steps (default), or the "
+                   "CPU time the worker used (all its threads; robust to other load at --threads 1, where a "
+                   "step's CPU time is its wall time on an idle core)")
+    p.add_argument("--compile-backend", default="", help="torch.compile backend for +compile (default: torch's, "
+                   "inductor); aot_eager runs the same capture without code generation, for quick dry runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.no_flops:
@@ -1081,8 +1149,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global METRIC
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    METRIC = args.metric
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         run_args = parse_args(saved["argv"])

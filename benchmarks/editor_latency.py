@@ -40,7 +40,7 @@ import torch
 from pix2pix.editor import EditorModel, create_app
 from pix2pix.editor.server import timed_post
 from pix2pix.editor.session import recorded_data_root
-from pix2pix.features import resolve_model_dir
+from pix2pix.io.model_dir import resolve_model_dir
 from pix2pix.web import serve_in_thread
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -74,14 +74,15 @@ def synthetic_model(work: Path, steps: int, device: str) -> Path:
 def cityscapes_model(work: Path) -> Path:
     """pix2pixHD's global generator (ngf 64, 4 downsamplings, 9 blocks) on Cityscapes ids + boundaries, untrained."""
     from pix2pix.data.label_sets import get_label_set
+    from pix2pix.io.model_card import LabelSpec, ModelCard
     from pix2pix.io.pretrained import save_pretrained
     from pix2pix.registry import create_generator
 
     torch.manual_seed(0)
     net = create_generator("global", 36, 3, ngf=64, n_downsample=4, n_blocks=9)
-    data = {"family": "pix2pixhd", "label_nc": 35, "use_instance": True, "use_features": False, "feat_num": 3,
-            "label_set": get_label_set("cityscapes").to_classes_json()}
-    return save_pretrained(net, work / "global_512p", data=data)
+    card = ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=35,
+                                                          label_set=get_label_set("cityscapes").to_classes_json()))
+    return save_pretrained(net, work / "global_512p", card=card)
 
 
 def cityscapes_scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

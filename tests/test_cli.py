@@ -60,7 +60,7 @@ def test_dry_run_and_presets(synth_dir, capsys):
     (["train", "--preset", "facade", "--data", "x"], "Did you mean 'facades'"),
     (["train", "--preset", "tiny", "--data", "x", "--set", "lamda_l1=1"], "Did you mean 'lambda_l1'"),
     (["train", "--preset", "tiny", "--data", "/nonexistent/data"], "does not exist"),
-    (["translate", "--model", "/nonexistent", "x.png", "-o", "o"], "config.json does not exist"),
+    (["translate", "--model", "/nonexistent", "x.png", "-o", "o"], "no such model directory"),
     (["train", "--resume", "/nonexistent/run"], "--resume needs a run directory"),
 ])
 def test_errors_are_one_clear_line(argv, message, capsys):

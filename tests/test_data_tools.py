@@ -480,6 +480,6 @@ def test_cli_parses_every_subcommand() -> None:
     args = parser.parse_args(["data", "colorize", "src", "out", "--mode", "lab", "--test-fraction", "0.3"])
     assert args.mode == "lab" and args.test_fraction == 0.3
     args = parser.parse_args(["data", "synth", "out", "--num", "3", "--size", "64x32", "--seed", "7"])
-    assert (args.num, args.size, args.seed) == (3, "64x32", 7)
+    assert (args.num, args.image_size, args.seed) == (3, "64x32", 7)
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "synth", "out", "--num", "0"])

@@ -119,3 +119,29 @@ def test_paint_select_and_style_in_the_browser(editor_url, page):
     _wait_version(page, version + 2)
     assert np.array_equal(_download(editor_url, sid, "result"), result1)
     assert errors == []
+
+
+def test_the_page_says_when_old_undo_steps_are_dropped(tmp_path, page):
+    torch.set_num_threads(2)
+    model = EditorModel.load(make_hd_model(tmp_path / "model"), device="cpu")
+    step = SIZE * SIZE * 8
+    data = make_synthetic_data(tmp_path / "data", size=SIZE)
+    srv = serve_in_thread(create_app(model, data, history_bytes=2 * step + 4096))  # two full-canvas steps
+    try:
+        page.goto(srv.url + "/")
+        _wait_version(page, 1)
+        assert page.is_hidden("#history-note")
+        page.fill("#blank-width", str(SIZE))
+        page.fill("#blank-height", str(SIZE))
+        page.click("#new-blank")  # one class everywhere: each fill below changes every pixel
+        _wait_version(page, 2)
+        page.keyboard.press("f")
+        for k in range(3):  # three full-canvas fills: the history holds two
+            page.click(f"#legend button[data-id='{2 + k}']")
+            page.mouse.click(*_to_page(page, 4, 2))
+            _wait_version(page, 3 + k)
+        page.wait_for_selector("#history-note", state="visible")
+        assert "oldest step was dropped; 2 can be undone" in page.text_content("#history-note")
+        assert page.evaluate("document.body.dataset.historyDropped") == "1"
+    finally:
+        srv.shutdown()

@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 
 from pix2pix.editor.ops import (
+    HISTORY_BYTES,
+    MAX_STROKE_WORK,
     EditDocument,
     LabelSpace,
+    WorkLimitError,
     connected_components,
     instances_from_labels,
     new_instance_id,
     region_at,
     stroke_mask,
+    stroke_work,
 )
 from pix2pix.errors import DataError
 
@@ -241,6 +245,56 @@ def test_history_is_bounded():
     while doc.undo():
         undos += 1
     assert undos == 3 and (doc.label[0, :3] == ROAD).all() and (doc.label[0, 3:] == SKY).all()
+
+
+def test_history_is_bounded_in_bytes():
+    # the case: full-canvas fills of a 1024x1024 map added 14 MB each without bound
+    assert HISTORY_BYTES == 256 << 20
+    doc = EditDocument.blank(1024, 1024, SPACE, fill=SKY, history_bytes=64 << 20)
+    step = 1024 * 1024 * 8  # one label and one instance box of int32: what undo swaps back in
+    for k in range(12):
+        assert doc.fill(0, 0, ROAD if k % 2 == 0 else SKY)
+        assert doc.history_nbytes <= 64 << 20
+    kept = 7  # 64 MiB holds seven 8 MiB steps with their bookkeeping
+    assert doc.undo_steps == kept and doc.dropped_steps == 12 - kept and doc.history_nbytes == pytest.approx(
+        kept * step, rel=0.01)
+    while doc.undo():
+        pass
+    assert (doc.label == ROAD).all()  # the oldest state still held (after the fifth fill, k = 4), exactly
+    assert doc.redo_steps == kept and doc.history_nbytes == pytest.approx(kept * step, rel=0.01)  # redo costs the same
+    # a bound smaller than one step keeps none of it (the edit itself happens)
+    tiny = EditDocument.blank(64, 64, SPACE, fill=SKY, history_bytes=1000)
+    assert tiny.fill(0, 0, ROAD) and (tiny.label == ROAD).all() and not tiny.can_undo and tiny.dropped_steps == 1
+
+
+def test_dropping_the_oldest_step_keeps_the_rest_exact():
+    doc = EditDocument.blank(8, 8, SPACE, fill=SKY)
+    states = [doc.label.copy()]
+    for i in range(4):
+        doc.stroke([[i + 0.5, 0.5]], 0.5, ROAD)
+        states.append(doc.label.copy())
+    first = doc.oldest_step
+    assert doc.drop_oldest_step() > 0 and doc.oldest_step > first and doc.dropped_steps == 1
+    for expected in reversed(states[1:-1]):
+        assert doc.undo() and np.array_equal(doc.label, expected)
+    assert not doc.undo()  # the first step is gone: the blank canvas cannot come back
+    assert doc.redo() and np.array_equal(doc.label, states[2])
+
+
+def test_stroke_work_is_estimated_and_bounded():
+    shape = (256, 256)
+    assert stroke_work(shape, [[10, 10]], 2) == 5 * 5 + 4096  # one point: the box of pixels 8..12, and overhead
+    assert stroke_work(shape, [[10, 10], [20, 10]], 2) == 15 * 5 + 4096
+    assert stroke_work(shape, [[-100, -100]], 2) == 4096  # boxes are clipped to the map
+    huge = [[(i * 0.05) % 4096, (i * 0.037) % 4096] for i in range(20_000)]
+    assert stroke_work((4096, 4096), huge, 512) > 100 * MAX_STROKE_WORK  # the two-minute stroke
+    with pytest.raises(WorkLimitError, match="smaller brush"):
+        stroke_mask((4096, 4096), huge, 512)
+    doc = EditDocument.blank(64, 64, SPACE, fill=SKY, max_stroke_work=10_000)
+    with pytest.raises(WorkLimitError):
+        doc.stroke([[i, 30] for i in range(60)], 8, ROAD)
+    assert (doc.label == SKY).all() and not doc.can_undo
+    assert doc.stroke([[30, 30]], 8, ROAD)  # a small one is fine
 
 
 def test_documents_check_their_maps():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,12 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+from pix2pix.clusters import Clusters
 from pix2pix.data.label_sets import get_label_set
 from pix2pix.editor import EditorModel, create_app
 from pix2pix.editor.server import timed_post
 from pix2pix.errors import CheckpointError, ConfigError
-from pix2pix.features import Clusters
-from pix2pix.io.pretrained import save_pretrained
+from pix2pix.io.model_card import LabelSpec, ModelCard
+from pix2pix.io.pretrained import save_model, save_pretrained
 from pix2pix.registry import create_generator
 from pix2pix.web import serve_in_thread
 
@@ -37,8 +39,7 @@ def make_hd_model(directory: Path, *, features: bool = True, clusters: bool = Tr
     """
     torch.manual_seed(0)
     label_set = get_label_set("synthetic")
-    data = {"family": "pix2pixhd", "label_nc": 10, "use_instance": True, "use_features": features, "feat_num": 3,
-            "label_set": label_set.to_classes_json()}
+    card = ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=10, label_set=label_set.to_classes_json()))
     g = create_generator("global", 11 + (3 if features else 0), 3, ngf=ngf, n_downsample=2, n_blocks=1, norm=norm,
                          init=None)
     if norm == "batch":  # running statistics of a real scene, so eval mode neither fades nor saturates
@@ -56,9 +57,11 @@ def make_hd_model(directory: Path, *, features: bool = True, clusters: bool = Tr
         with torch.no_grad():
             g.train()(cond)
         g.eval()
-    save_pretrained(g, directory, data=data)
+    networks = {"generator": g}
     if features:
-        save_pretrained(create_generator("encoder", 3, 3, ngf=4, n_downsample=2), directory, kind="encoder", data=data)
+        networks["encoder"] = create_generator("encoder", 3, 3, ngf=4, n_downsample=2)
+    save_model(directory, card, networks)
+    if features:
         if clusters:
             person = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
             Clusters(feat_num=3, centres={7: CAR_CLUSTERS, 8: person}, counts={7: [5, 3, 2], 8: [4, 1]},
@@ -93,8 +96,9 @@ def get(url: str) -> tuple[int, bytes]:
 
 def post(url: str, body: dict | bytes) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST")) as r:
+        with urllib.request.urlopen(request) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         text = exc.read()
@@ -371,9 +375,8 @@ def test_pix2pix_models_take_the_colour_label_map(world, tmp_path):
 
     p2p = tmp_path / "p2p"
     torch.manual_seed(0)
-    save_pretrained(create_generator("unet", 3, 3, ngf=8, num_downs=5, init=None), p2p,
-                    data={"direction": "AtoB", "in_channels": 3, "out_channels": 3})
-    with pytest.raises(ConfigError, match="--labels"):
+    save_pretrained(create_generator("unet", 3, 3, ngf=8, num_downs=5, init=None), p2p)
+    with pytest.raises(ConfigError, match="--label-set"):
         EditorModel.load(p2p, device="cpu")
     with pytest.raises(ConfigError, match="pix2pix model"):
         EditorModel.load(p2p, labels="synthetic", clusters=world["model"], device="cpu")
@@ -396,3 +399,90 @@ def test_pix2pix_models_take_the_colour_label_map(world, tmp_path):
         assert json.loads(get(srv.url + "/api/info")[1])["styles"] is False
     finally:
         srv.shutdown()
+
+
+# ----------------------------------------------------------------------------- attacks and resource bounds
+
+
+def _raw_status(srv, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        conn.request(method, path, body=body or None, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_cross_origin_and_foreign_host_requests_are_refused(server):
+    count = len(server.app.editor._sessions)
+    blank = json.dumps({"source": "blank", "width": 16, "height": 16}).encode()
+    # a page elsewhere posting text/plain (no preflight needed) or JSON with its Origin
+    assert _raw_status(server, "POST", "/api/sessions", blank,
+                       {"Content-Type": "text/plain", "Origin": "http://evil.example"}) == 403
+    assert _raw_status(server, "POST", "/api/sessions", blank, {"Content-Type": "text/plain"}) == 415
+    assert _raw_status(server, "POST", "/api/sessions", blank,
+                       {"Content-Type": "application/json", "Origin": "http://evil.example"}) == 403
+    # DNS rebinding: our address under a foreign name, for reads and writes
+    assert _raw_status(server, "GET", "/api/info", headers={"Host": "evil.example"}) == 421
+    assert _raw_status(server, "POST", "/api/sessions", blank,
+                       {"Content-Type": "application/json", "Host": f"evil.example:{server.port}"}) == 421
+    sid = open_item(server)["session"]
+    assert _raw_status(server, "GET", f"/api/sessions/{sid}/download/label.png", headers={"Host": "evil.example"}) \
+        == 421
+    assert len(server.app.editor._sessions) == count + 1  # only the legitimate open made a session
+    origin = f"http://127.0.0.1:{server.port}"
+    assert _raw_status(server, "POST", "/api/sessions", blank,
+                       {"Content-Type": "application/json", "Origin": origin}) == 200
+
+
+def test_history_is_bounded_in_bytes_per_document_and_in_total(world):
+    model = EditorModel.load(world["model"], device="cpu")
+    step = 64 * 64 * 8  # a full-canvas fill of a 64x64 map keeps one label and one instance box (int32)
+    srv = serve_in_thread(create_app(model, history_bytes=3 * step + 4096, total_history_bytes=5 * step + 8192))
+    try:
+        def fills(sid: str, n: int) -> list[dict]:
+            out = []
+            for k in range(n):
+                status, state = post(f"{srv.url}/api/sessions/{sid}/edit",
+                                     {"op": "fill", "x": 1, "y": 1, "class": 1 + k % 2})
+                assert status == 200, state
+                out.append(state)
+            return out
+
+        first = post(srv.url + "/api/sessions", {"source": "blank", "width": 64, "height": 64, "fill": 3})[1]
+        states = fills(first["session"], 6)
+        assert [s["history"]["undo"] for s in states] == [1, 2, 3, 3, 3, 3]  # three fit, the oldest go
+        assert [s["history"]["dropped"] for s in states] == [0, 0, 0, 1, 1, 1]  # and the page is told each time
+        assert states[-1]["history"]["bytes"] <= 3 * step + 4096
+        second = post(srv.url + "/api/sessions", {"source": "blank", "width": 64, "height": 64, "fill": 3})[1]
+        fills(second["session"], 3)
+        docs = [d.doc for d in srv.app.editor._sessions.values()]
+        assert sum(d.history_nbytes for d in docs) <= 5 * step + 8192  # the total bound holds
+        # the oldest steps anywhere went first: the first document's, which it hears about on its next answer
+        status, undone = post(f"{srv.url}/api/sessions/{first['session']}/edit", {"op": "undo"})
+        assert undone["history"]["dropped"] == 1 and undone["history"]["undo"] == 1
+        label, _ = maps(srv, first["session"])
+        assert (label == 1).all()  # undo still restores exactly: the fills alternate classes 1 and 2
+    finally:
+        srv.shutdown()
+
+
+def test_a_huge_stroke_is_refused_before_any_work(server):
+    state = post(server.url + "/api/sessions", {"source": "blank", "width": 256, "height": 256, "fill": 3})[1]
+    sid = state["session"]
+    points = [[(i * 0.05) % 256, (i * 0.037) % 256] for i in range(20_000)]
+    start = time.perf_counter()
+    status, body = post(f"{server.url}/api/sessions/{sid}/edit",
+                        {"op": "stroke", "points": points, "radius": 512, "class": 1})
+    seconds = time.perf_counter() - start
+    assert status == 413 and "pixel evaluations" in body["error"] and "smaller brush" in body["error"]
+    assert seconds < 2.0, seconds  # refused from the estimate (it used to take about two minutes)
+    assert (maps(server, sid)[0] == 3).all()  # nothing was painted
+    status, state = post(f"{server.url}/api/sessions/{sid}/edit",  # an ordinary long stroke still works
+                         {"op": "stroke", "points": [[i, 100 + (i % 7)] for i in range(0, 256, 2)], "radius": 32,
+                          "class": 1})
+    assert status == 200 and state["version"] == 1

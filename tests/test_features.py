@@ -12,14 +12,10 @@ import torch
 from PIL import Image
 
 from pix2pix.errors import CheckpointError, ConfigError, DataError
-from pix2pix.features import (
-    Clusters,
-    cluster_purity,
-    cluster_purity_by_class,
-    feature_map,
-    instance_classes,
-    kmeans,
-)
+from pix2pix.io.model_card import LabelSpec, ModelCard
+from pix2pix.clusters import Clusters, cluster_purity, cluster_purity_by_class, kmeans
+from pix2pix.data.labels import instance_classes
+from pix2pix.inference.feature_map import feature_map
 
 # ----------------------------------------------------------------------------- k-means
 
@@ -329,7 +325,7 @@ def test_label_translator_inputs_and_sizes(hd_run):
     with pytest.raises(DataError, match="same size"):
         tr(lab, inst[:10])
     with pytest.raises(ConfigError, match="pix2pix features"):
-        LabelTranslator(tr.generator, tr.data, encoder=tr.encoder, device="cpu")(lab, inst)
+        LabelTranslator(tr.generator, tr.card, encoder=tr.encoder, device="cpu")(lab, inst)
     with pytest.raises(CheckpointError, match="feat_num"):
         LabelTranslator.from_pretrained(hd_run["model"], device="cpu",
                                         clusters=Clusters(feat_num=2, centres={}, counts={}))
@@ -349,8 +345,7 @@ def test_features_command_errors(hd_run, tmp_path: Path, capsys):
     # a model directory without the encoder (and no recorded data root)
     plain = tmp_path / "plain"
     g = create_generator("global", 11, 3, ngf=4, n_downsample=2, n_blocks=1)
-    save_pretrained(g, plain, data={"family": "pix2pixhd", "label_nc": 10, "use_instance": True,
-                                    "use_features": False, "feat_num": 3})
+    save_pretrained(g, plain, card=ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=10)))
     assert main(["features", str(plain), "--data", str(hd_run["data"]), "--device", "cpu"]) == 2
     assert "use_features=true" in capsys.readouterr().err
     assert main(["features", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
@@ -358,7 +353,7 @@ def test_features_command_errors(hd_run, tmp_path: Path, capsys):
     from pix2pix.inference import Translator, load_translator
 
     p2p = tmp_path / "p2p"
-    save_pretrained(create_generator("unet", 3, 3, ngf=4, num_downs=5), p2p, data={"direction": "AtoB"})
+    save_pretrained(create_generator("unet", 3, 3, ngf=4, num_downs=5), p2p)
     assert isinstance(load_translator(p2p, device="cpu"), Translator)
     img = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(img)

@@ -57,7 +57,7 @@ def test_local_stage_trains_only_the_enhancer_then_everything(world, tmp_path):
     enhancer = {id(p) for p in trainer.net_g.enhancer_parameters()}
     assert {id(p) for p in trainer.opt_g.param_groups[0]["params"]} == enhancer
     before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
-    dataset = trainer.make_dataset(cfg, "train", train=True)
+    dataset = trainer.objective.make_dataset("train", train=True)
     for i in range(5):
         batch = {k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in dataset[(i, i)].items()}
         trainer.train_step(batch)
@@ -76,7 +76,7 @@ def test_resume_across_the_unfreeze_is_exact(world, tmp_path):
     cfg.train.max_steps = 7
     resumed = train(cfg, resume=part.run_dir)
     assert _losses(resumed.run_dir) == _losses(full.run_dir)
-    assert load_training_state(resumed.run_dir / "checkpoints" / "latest.pt")["trainer"]["global_frozen"] is False
+    assert load_training_state(resumed.run_dir / "checkpoints" / "latest.pt")["trainer"]["g_phase"] == "all"
 
 
 def test_coarse_to_fine_runs_the_stages(world, tmp_path):
@@ -148,16 +148,17 @@ def _reference_step(trainer, batch):
     cfg, lc = trainer.cfg, trainer.cfg.loss
     from pix2pix.losses import feature_matching_loss
 
-    cond, inst = trainer.encode(batch)
-    real = batch["image"]
-    fake = trainer.generate(cond, real, inst)
+    obj = trainer.objective
+    pair = obj.prepare(batch, lambda x: x)
+    cond, real = pair.cond, pair.real
+    fake = obj.generate(trainer.net_g, trainer.net_e, pair)
     d = trainer.net_d
     pred_fake_pool = d(torch.cat([cond, fake.detach()], 1))
-    loss_d_fake = trainer.gan(pred_fake_pool, False)
+    loss_d_fake = obj.gan(pred_fake_pool, False)
     pred_real = d(torch.cat([cond, real.detach()], 1))
-    loss_d_real = trainer.gan(pred_real, True)
+    loss_d_real = obj.gan(pred_real, True)
     pred_fake = d(torch.cat([cond, fake], 1))
-    loss_g = trainer.gan(pred_fake, True, for_discriminator=False) + \
+    loss_g = obj.gan(pred_fake, True, for_discriminator=False) + \
         feature_matching_loss(pred_fake, pred_real, cfg.model.n_layers_d, lc.lambda_feat) + trainer.vgg(fake, real)
     trainer.opt_g.zero_grad()
     loss_g.backward()
@@ -175,7 +176,7 @@ def test_one_discriminator_pass_gives_the_reference_update(world, tmp_path):
     ours = build_trainer(cfg, torch.device("cpu"))
     torch.manual_seed(0)
     ref = build_trainer(cfg, torch.device("cpu"))
-    dataset = ours.make_dataset(cfg, "train", train=True)
+    dataset = ours.objective.make_dataset("train", train=True)
     for i in range(2):
         batch = {k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in dataset[(i, i)].items()}
         g_ours = float(ours.train_step(batch)["G"])

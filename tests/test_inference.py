@@ -17,7 +17,7 @@ def model_dir(tmp_path):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-    save_pretrained(net, tmp_path / "model", data={"direction": "AtoB", "in_channels": 3, "out_channels": 3})
+    save_pretrained(net, tmp_path / "model")
     return tmp_path / "model"
 
 

@@ -271,13 +271,15 @@ def test_load_global_state_moves_a_global_generator_into_the_local_model():
 
 
 def test_load_global_state_accepts_a_module_prefix_and_a_file(tmp_path):
+    from pix2pix.io.reference import load_reference_state
+
     glob = create_generator("global", 3, 3, ngf=4, n_downsample=2, n_blocks=1)
     net = tiny_local(1, ngf=2)
     net.load_global_state({f"module.{k}": v for k, v in glob.state_dict().items()})
     path = tmp_path / "latest_net_G.pth"
     torch.save(glob.state_dict(), path)
     net2 = tiny_local(1, ngf=2)
-    net2.load_global_state(path)
+    net2.load_global_state(load_reference_state(path), str(path))  # a file: read by pix2pix.io, weights only
     assert torch.equal(net2.state_dict()["model.1.weight"], glob.state_dict()["model.1.weight"])
 
 

@@ -366,7 +366,7 @@ def test_cli_import_reference_then_from_pretrained(tmp_path: Path, capsys):
         a, b = loaded(x), imported(x)
     assert a.shape == (2, 3, 256, 256)
     assert torch.equal(a, b)
-    assert loaded.pretrained_config["imported_from"] == str(path)
+    assert loaded.card.provenance.source == str(path)
 
 
 def test_cli_import_reference_discriminator(tmp_path: Path):

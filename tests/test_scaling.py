@@ -125,7 +125,7 @@ def _step_losses(cfg, steps=3):
     """Losses of `steps` training steps on the same batches, and the generator's final weights."""
     seed_everything(cfg.train.seed)
     trainer = build_trainer(cfg, torch.device("cpu"))
-    dataset = trainer.make_dataset(cfg, "train", train=True)
+    dataset = trainer.objective.make_dataset("train", train=True)
     items = [dataset[(i, 1000 + i)] for i in range(4)]  # (index, augmentation seed), as the sampler gives
     batch = {"A": torch.stack([it["A"] for it in items]), "B": torch.stack([it["B"] for it in items])}
     out = [{k: float(v) for k, v in trainer.train_step(batch).items()} for _ in range(steps)]
@@ -195,7 +195,7 @@ def test_activation_checkpointing_gives_the_same_training(tiny_config, world):
 
 
 def test_checkpointing_flags_the_residual_blocks_and_enhancers():
-    from pix2pix.registry import create_generator
+    from pix2pix.models import create_generator
 
     local = create_generator("local", 3, 3, ngf=4, n_downsample_global=1, n_blocks_global=2, n_blocks_local=1)
     assert enable_activation_checkpointing(local) == 2 + 1 + 1  # global blocks, enhancer block, the enhancer

@@ -90,16 +90,20 @@ def test_create_study_layout(tmp_path, folders):
     assert warnings == []
     spec = json.loads((tmp_path / "studies" / "s1" / "study.json").read_text())
     assert spec["mode"] == "real-vs-fake" and spec["timings"] == [None, 1.0] and spec["seed"] == 7
-    assert len(spec["items"]) == 5 and len(spec["practice_items"]) == 1 and len(spec["sentinels"]) == 2
-    assert len(spec["images"]) == 6 * 3 + 2  # every image copied, plus one ruined copy per sentinel
+    assert len(spec["items"]) == 3 and len(spec["practice_items"]) == 1 and len(spec["sentinels"]) == 2
+    assert len(spec["images"]) == 6 * 3 + 2  # every image re-encoded, plus one ruined copy per sentinel
     files = [img["file"] for img in spec["images"]]
     assert files == [f"images/{i:04d}.png" for i in range(len(files))]  # names say nothing of the role
     roles = [img["role"] for img in spec["images"]]
     assert roles != sorted(roles)  # roles are shuffled over the indices
+    assert len(spec["items"]) + len(spec["practice_items"]) + len(spec["sentinels"]) == 6  # each stem has one use
     item = spec["items"][0]
     src = Path(spec["images"][item["real"]]["source"])
-    assert (study.folder / spec["images"][item["real"]]["file"]).read_bytes() == src.read_bytes()
+    served = np.asarray(Image.open(study.folder / spec["images"][item["real"]]["file"]))
+    assert np.array_equal(served, np.asarray(Image.open(src)))  # re-encoded losslessly: the same pixels
     assert src.parent == folders["real"].resolve() and src.stem == item["stem"]
+    assert spec["size"] == [24, 24] and {(study.folder / f).stat().st_size for f in files} == {spec["image_bytes"]}
+    assert (study.folder / "secret.key").stat().st_mode & 0o077 == 0  # the key is the owner's only
     sentinel = spec["sentinels"][0]
     ruined = np.asarray(Image.open(study.folder / spec["images"][sentinel["ruined"]]["file"]))
     assert ruined.shape == (24, 24, 3) and len(np.unique(ruined.reshape(-1, 3), axis=0)) <= 36  # flat blocks
@@ -130,11 +134,17 @@ def test_create_study_errors(tmp_path, folders):
     assert not (studies / "x" / "study.json").exists()
 
 
-def test_size_mismatch_is_a_warning(tmp_path):
+def test_size_mismatch_is_a_warning_and_every_image_gets_one_size(tmp_path):
     f = write_folders(tmp_path / "imgs", n=3, names=("a",))
     f.update(write_folders(tmp_path / "imgs2", n=3, names=("b",), size=(30, 24)))
-    _, warnings = create_study(tmp_path / "studies", "a-vs-b", f["a"], f["b"], study_id="w", seed=0)
-    assert len(warnings) == 3 and "sizes differ" in warnings[0]
+    study, warnings = create_study(tmp_path / "studies", "a-vs-b", f["a"], f["b"], study_id="w", seed=0,
+                                   sentinels=1)
+    assert len(warnings) == 3 and "sizes differ" in warnings[0] and "stretched" in warnings[0]
+    assert study.spec["size"] == [30, 24]  # a tie between the two sizes: the larger
+    assert {Image.open(study.folder / im["file"]).size for im in study.spec["images"]} == {(30, 24)}
+    made, _ = create_study(tmp_path / "studies", "a-vs-b", f["a"], f["b"], study_id="w2", seed=0, sentinels=1,
+                           size=(16, 12))
+    assert {Image.open(made.folder / im["file"]).size for im in made.spec["images"]} == {(16, 12)}
 
 
 # -- randomisation ------------------------------------------------------------------------------------
@@ -144,6 +154,8 @@ def test_trial_lists_randomised_and_balanced(tmp_path):
     study, _ = create_study(tmp_path / "studies", "real-vs-fake", f["a"], f["b"], f["real"],
                             [None, 0.5, 2.0], study_id="r", seed=1, sentinels=3, practice=2)
     stems = {it["stem"] for it in study.spec["items"]}
+    sentinel_stems = {s["stem"] for s in study.spec["sentinels"]}
+    assert len(stems) == 7 and len(sentinel_stems) == 3 and not stems & sentinel_stems
     cells = {(m, t) for m in ("a", "b") for t in (None, 0.5, 2.0)}
     assert study.trials_for("p1") == study.trials_for("p1")
     assert load_study(study.folder).trials_for("p1") == study.trials_for("p1")  # no hidden state
@@ -154,7 +166,8 @@ def test_trial_lists_randomised_and_balanced(tmp_path):
         trials = study.trials_for(f"p{p}")
         assert [t.index for t in trials] == list(range(len(trials)))
         kinds = [t.kind for t in trials]
-        assert kinds[:2] == ["practice"] * 2 and kinds.count("sentinel") == 3 and kinds.count("trial") == 10
+        assert kinds[:2] == ["practice"] * 2 and kinds.count("sentinel") == 3 and kinds.count("trial") == 7
+        assert kinds[2] == "trial"  # a sentinel never comes first
         tests = [t for t in trials if t.kind == "trial"]
         assert {t.stem for t in tests} == stems  # every stem once
         counts = Counter((t.method, t.exposure) for t in tests)
@@ -167,9 +180,11 @@ def test_trial_lists_randomised_and_balanced(tmp_path):
             stem_cells[(t.stem, t.method, t.exposure)] += 1
         for s in (t for t in trials if t.kind == "sentinel"):
             assert {s.left_role, s.right_role} == {"real", "ruined"} and s.exposure is None  # the longest
-            first = next(i for i, t in enumerate(trials) if t.stem == s.stem)
-            assert first < s.index  # after the trial showing the same stem
-        assert "left_role" not in json.dumps([t.public() for t in trials])
+            # the intact image is one the participant sees nowhere else: it cannot be recognised
+            others = {i for t in trials if t.index != s.index for i in (t.left, t.right)}
+            assert s.left not in others and s.right not in others
+        public = json.dumps([t.public(lambda i: f"token{i}") for t in trials])
+        assert "left_role" not in public and "real" not in public and "ruined" not in public
     assert 0.45 < np.mean(left_real) < 0.55
     assert len(stem_cells) == len(stems) * len(cells)  # every stem meets every condition across participants
 
@@ -213,30 +228,39 @@ def test_results_rates_careless_and_csv(tmp_path, folders):
     _answer_all(study, store, "fooled", fooled)
     _answer_all(study, store, "careless", careless)
     answers = read_answers(study.folder)
-    assert len(answers) == 3 * 8
+    assert len(answers) == 3 * 6  # 4 test pairs and 2 sentinels each
     assert careless_participants(answers) == {"careless"}
 
     summary = summarise(study, answers)
     rows = {c["exposure"]: c for c in summary["conditions"]}
     assert set(rows) == {None, 1.0, "all"}
-    assert rows["all"]["n"] == 12 and rows["all"]["k"] == 6 and rows["all"]["rate"] == 0.5
-    assert rows[None]["n"] + rows[1.0]["n"] == 12 and rows[None]["participants"] == 2
-    assert (rows["all"]["low"], rows["all"]["high"]) == pytest.approx(binomial_ci(6, 12))
-    assert summary["careless"] == ["careless"] and summary["excluded_answers"] == 8
+    assert rows["all"]["n"] == 8 and rows["all"]["k"] == 4 and rows["all"]["rate"] == 0.5
+    assert rows[None]["n"] + rows[1.0]["n"] == 8 and rows[None]["participants"] == 2
+    assert (rows["all"]["low"], rows["all"]["high"]) == pytest.approx(binomial_ci(4, 8))
+    assert summary["careless"] == ["careless"] and summary["excluded_answers"] == 6
     assert summary["sentinels"] == {"answers": 6, "missed": 2}
 
     with_all = summarise(study, answers, include_careless=True, ci="clopper-pearson")
     rows = {c["exposure"]: c for c in with_all["conditions"]}
-    assert rows["all"]["n"] == 18 and rows["all"]["k"] == 12
-    assert (rows["all"]["low"], rows["all"]["high"]) == pytest.approx(binomial_ci(12, 18, method="clopper-pearson"))
+    assert rows["all"]["n"] == 12 and rows["all"]["k"] == 8
+    assert (rows["all"]["low"], rows["all"]["high"]) == pytest.approx(binomial_ci(8, 12, method="clopper-pearson"))
 
     text = markdown(summary)
-    assert "| a | all pooled | 12 | 6 | 50.0% |" in text and "1 flagged careless" in text and "Wilson" in text
+    assert "| a | all pooled | 8 | 4 | 50.0% |" in text and "1 flagged careless" in text and "Wilson" in text
+
+    # completion codes handed in: only those participants count; made-up codes are reported
+    codes = [study.completion_code("fooled"), "honest", study.completion_code("nobody").lower(), "XXXX-XXXX"]
+    checked = summarise(study, answers, codes=codes)
+    assert checked["codes"]["valid"] == ["fooled"] and checked["participants"] == 1
+    assert checked["codes"]["invalid"] == codes[1:] and checked["codes"]["finished_without_code"] == ["careless",
+                                                                                                      "honest"]
+    assert checked["conditions"][-1]["n"] == 4 and checked["conditions"][-1]["k"] == 4
+    assert "4 handed in, 1 valid" in markdown(checked) and "3 invalid" in markdown(checked)
 
     write_csv(tmp_path / "answers.csv", study, answers)
     with open(tmp_path / "answers.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 24
+    assert len(rows) == 18
     assert {r["careless"] for r in rows if r["participant"] == "careless"} == {"1"}
     assert all(r["success"] == "1" for r in rows if r["participant"] == "fooled" and r["kind"] == "trial")
     assert all(r["success"] == "" for r in rows if r["kind"] == "sentinel")
@@ -245,7 +269,13 @@ def test_results_rates_careless_and_csv(tmp_path, folders):
     # the command: table on stdout, JSON summary, CSV
     assert main(["study", "results", str(study.folder), "--csv", str(tmp_path / "out.csv")]) == 0
     saved = json.loads((study.folder / "results.json").read_text())
-    assert saved["conditions"][-1]["k"] == 6 and (tmp_path / "out.csv").is_file()
+    assert saved["conditions"][-1]["k"] == 4 and (tmp_path / "out.csv").is_file()
+    (tmp_path / "codes.txt").write_text(f"# handed in\n{study.completion_code('honest')}\n\nforged-code\n")
+    assert main(["study", "results", str(study.folder), "--codes", str(tmp_path / "codes.txt"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["codes"]["valid"] == ["honest"] and saved["codes"]["invalid"] == ["forged-code"]
+    assert saved["conditions"][-1]["k"] == 0 and saved["conditions"][-1]["n"] == 4
 
 
 def test_a_vs_b_preference(tmp_path, folders):
@@ -256,7 +286,7 @@ def test_a_vs_b_preference(tmp_path, folders):
         _answer_all(study, store, f"p{p}", lambda t, p=p: "a" if t.kind == "sentinel" else ("b" if p == 0 else "a"))
     summary = summarise(study, read_answers(study.folder))
     (row,) = summary["conditions"]
-    assert (row["k"], row["n"], row["rate"]) == (18, 24, 0.75) and row["method"] is None
+    assert (row["k"], row["n"], row["rate"]) == (15, 20, 0.75) and row["method"] is None
     assert summary["sentinels"]["missed"] == 0  # in a-vs-b without --real, the intact image is A's
     assert "preference for HD over pix2pix" in markdown(summary)
     store.close()
@@ -266,7 +296,8 @@ def test_a_vs_b_preference(tmp_path, folders):
 
 def _request(url, body=None, raw: bytes | None = None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"} if data is not None else {})
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, r.read(), dict(r.headers)
@@ -288,32 +319,54 @@ def served(tmp_path_factory):
     app.studies.close()
 
 
+def _token(study, participant, index):
+    return study.image_token(participant, index)
+
+
 def test_server_session_answer_and_duplicates(served):
     server, study = served
     api = server.url + "/api/study/srv"
     status, body, _ = _request(api + "/session", {"participant": "w1"})
     session = json.loads(body)
-    assert status == 200 and session["answered"] == {} and len(session["trials"]) == 8
-    assert set(session["trials"][0]) == {"index", "left", "right", "exposure", "practice"}  # no roles
     expected = study.trials_for("w1")
-    assert [(t["left"], t["right"]) for t in session["trials"]] == [(t.left, t.right) for t in expected]
+    assert status == 200 and session["answered"] == 0 and session["total"] == len(expected) == 6
+    assert session["code"] is None and session["participant"] == "w1"
+    token = session["session"]
+    first = session["trial"]  # only the current pair is revealed, under the participant's image tokens
+    assert set(first) == {"index", "left", "right", "exposure", "practice"}  # no roles, no indices
+    assert (first["index"], first["left"], first["right"]) == (0, _token(study, "w1", expected[0].left),
+                                                               _token(study, "w1", expected[0].right))
+    assert "trials" not in session
 
-    answer = {"participant": "w1", "trial": 2, "choice": "right", "rt_ms": 812.4, "shown_ms": 812}
-    status, body, _ = _request(api + "/answer", answer)
-    assert status == 200 and json.loads(body) == {"ok": True, "trial": 2, "duplicate": False}
-    status, body, _ = _request(api + "/answer", answer)  # a retried POST
-    assert status == 200 and json.loads(body)["duplicate"] is True
-    status, body, _ = _request(api + "/answer", {**answer, "choice": "left"})
-    assert status == 409 and b"already answered" in body
-    (row,) = [a for a in read_answers(study.folder) if a["participant"] == "w1"]
-    assert (row["trial"], row["choice"], row["chosen_role"]) == (2, "right", expected[2].right_role)
-    assert row["rt_ms"] == 812.4 and row["stem"] == expected[2].stem
-    status, body, _ = _request(api + "/session", {"participant": "w1"})
-    assert json.loads(body)["answered"] == {"2": "right"}  # a reload resumes
-
-    status, body, headers = _request(api + f"/image/{expected[0].left}")
+    status, body, headers = _request(api + f"/image/{first['left']}")
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert body == study.image_path(expected[0].left).read_bytes()
+    assert _request(api + f"/image/{_token(study, 'w1', expected[1].left)}")[0] == 404  # not the current pair yet
+
+    answer = {"session": token, "trial": 0, "choice": "right", "rt_ms": 812.4, "shown_ms": 812}
+    status, body, _ = _request(api + "/answer", answer)
+    reply = json.loads(body)
+    assert status == 200 and reply["ok"] and not reply["duplicate"] and reply["answered"] == 1
+    assert reply["next"]["index"] == 1 and reply["next"]["left"] == _token(study, "w1", expected[1].left)
+    status, body, _ = _request(api + "/answer", answer)  # a retried POST
+    assert status == 200 and json.loads(body)["duplicate"] is True and json.loads(body)["answered"] == 1
+    status, body, _ = _request(api + "/answer", {**answer, "choice": "left"})
+    assert status == 409 and b"already answered" in body
+    status, body, _ = _request(api + "/answer", {**answer, "trial": 3})
+    assert status == 409 and b"in order" in body  # no skipping ahead
+    (row,) = [a for a in read_answers(study.folder) if a["participant"] == "w1"]
+    assert (row["trial"], row["choice"], row["chosen_role"]) == (0, "right", expected[0].right_role)
+    assert row["rt_ms"] == 812.4 and row["stem"] == expected[0].stem
+    assert _request(api + f"/image/{first['left']}")[0] == 404  # an answered pair's images are gone
+    status, body, _ = _request(api + "/session", {"session": token})
+    resumed = json.loads(body)
+    assert resumed["answered"] == 1 and resumed["trial"]["index"] == 1 and resumed["session"] == token  # a reload
+
+    for trial in expected[1:]:
+        status, body, _ = _request(api + "/answer", {"session": token, "trial": trial.index, "choice": "left"})
+        assert status == 200
+    done = json.loads(body)
+    assert done["next"] is None and done["answered"] == 6 and done["code"] == study.completion_code("w1")
     status, body, _ = _request(server.url + "/study/srv/")
     assert status == 200 and b"/static/app.js" in body
     assert _request(server.url + "/static/app.js")[0] == 200
@@ -327,15 +380,13 @@ def test_server_session_answer_and_duplicates(served):
     ("/api/study/srv/session", {"participant": "../x"}, 400),
     ("/api/study/srv/session", {"participant": "w" * 65}, 400),
     ("/api/study/srv/session", {"participant": 5}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": 0, "choice": "up"}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": 8, "choice": "left"}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": -1, "choice": "left"}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": "0", "choice": "left"}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": True, "choice": "left"}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": 0, "choice": "left", "rt_ms": -5}, 400),
-    ("/api/study/srv/answer", {"participant": "w", "trial": 0, "choice": "left", "shown_ms": "1"}, 400),
+    ("/api/study/srv/session", {"session": "x" * 43}, 403),           # a token the server never issued
+    ("/api/study/srv/session", {"session": 7}, 403),
+    ("/api/study/srv/answer", {"participant": "w", "trial": 0, "choice": "left"}, 403),  # no session
+    ("/api/study/srv/answer", {"session": "a" * 43, "trial": 0, "choice": "left"}, 403),
     ("/api/study/srv/image/999", None, 404),
-    ("/api/study/srv/image/-1", None, 400),
+    ("/api/study/srv/image/-1", None, 404),
+    ("/api/study/srv/image/" + "A" * 32, None, 404),
     ("/api/study/srv/image/..%2Fstudy.json", None, 400),
     ("/api/study/srv/image/%2E%2E/study.json", None, 400),
     ("/api/study/srv/../srv/study.json", None, 400),
@@ -351,6 +402,20 @@ def test_server_refuses_bad_input(served, path, body, status):
     assert [a for a in read_answers(study.folder) if a["participant"] == "w"] == []
 
 
+@pytest.mark.parametrize("change, status", [
+    ({"choice": "up"}, 400), ({"trial": 6}, 400), ({"trial": -1}, 400), ({"trial": "0"}, 400),
+    ({"trial": True}, 400), ({"rt_ms": -5}, 400), ({"shown_ms": "1"}, 400), ({"rt_ms": 1e12}, 400),
+])
+def test_server_refuses_bad_answers(served, change, status):
+    server, study = served
+    api = server.url + "/api/study/srv"
+    participant = f"bad{abs(hash(json.dumps(change))) % 10**8}"
+    token = json.loads(_request(api + "/session", {"participant": participant})[1])["session"]
+    code, answer, _ = _request(api + "/answer", {"session": token, "trial": 0, "choice": "left", **change})
+    assert code == status, answer
+    assert [a for a in read_answers(study.folder) if a["participant"] == participant] == []
+
+
 def test_server_limits_and_defaults(served):
     server, study = served
     api = server.url + "/api/study/srv"
@@ -361,7 +426,7 @@ def test_server_limits_and_defaults(served):
     assert _request(server.url + "/study/srv")[0] == 200  # 301 to the page, followed by urllib
     assert [a for a in read_answers(study.folder) if a["participant"] == "w"] == []
     args = build_parser().parse_args(["study", "serve"])
-    assert args.host == "127.0.0.1" and args.studies == "studies"
+    assert args.host == "127.0.0.1" and args.studies == "studies" and args.allow_host == []
     assert server.url.startswith("http://127.0.0.1:")
 
 

@@ -21,7 +21,7 @@ def served(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("real", "fake"):
         (tmp_path / name).mkdir()
-        for i in range(4):
+        for i in range(5):  # one is the sentinel's, one the practice pair's
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / name / f"s{i}.png")
     study, _ = create_study(tmp_path / "studies", "real-vs-fake", tmp_path / "fake", real=tmp_path / "real",
                             timings=[None, EXPOSURE], study_id="browser", seed=0, sentinels=1, practice=1)
@@ -57,7 +57,11 @@ def test_participant_completes_a_study(served, page):
         page.wait_for_selector(f'#pair[data-trial="{trial.index}"][data-state="shown"]', timeout=10_000)
         assert page.is_visible("#img-left") and page.is_visible("#img-right")
         assert page.text_content("#progress") == f"Pair {step + 1} of 5"
-        assert page.get_attribute("#img-left", "src").endswith(f"/api/study/browser/image/{trial.left}")
+        # the images are named by the participant's opaque tokens, never by index
+        assert page.get_attribute("#img-left", "src").endswith(
+            f"/api/study/browser/image/{study.image_token('browser1', trial.left)}")
+        assert page.get_attribute("#img-right", "src").endswith(
+            f"/api/study/browser/image/{study.image_token('browser1', trial.right)}")
         if trial.exposure is None:
             assert page.get_attribute("#pair", "data-exposure") == "unlimited"
             page.wait_for_timeout(int(EXPOSURE * 1000) + 300)
@@ -77,7 +81,9 @@ def test_participant_completes_a_study(served, page):
             page.wait_for_selector(f"#side-{side}.feedback-correct")
             assert page.text_content("#status") == "Correct."
     page.wait_for_selector("#done", state="visible")
-    assert page.text_content("#done-count") == "5" and page.text_content("#done-code") == "browser1"
+    code = page.text_content("#done-code")
+    assert page.text_content("#done-count") == "5" and code == study.completion_code("browser1")
+    assert study.check_codes([code], ["browser1", "browser2"]) == {code: "browser1"}
     assert errors == []
 
     answers = read_answers(study.folder)

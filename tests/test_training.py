@@ -11,7 +11,7 @@ from pix2pix.report import read_stats
 from pix2pix.training.sampling import EpochSampler
 from pix2pix.training.schedules import linear_decay_factor
 from pix2pix.training.state import load_training_state
-from pix2pix.training.trainer import Pix2PixTrainer, train
+from pix2pix.training.trainer import Trainer, train
 
 
 def _losses(run_dir):
@@ -102,7 +102,7 @@ def test_checkpoint_write_is_atomic(tiny_config, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
-    original = Pix2PixTrainer.train_step
+    original = Trainer.train_step
     calls = {"n": 0}
 
     def poisoned(self, batch):
@@ -112,7 +112,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypa
             losses["G"] = torch.tensor(float("nan"))
         return losses
 
-    monkeypatch.setattr(Pix2PixTrainer, "train_step", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
     tiny_config.train.log_every = 2
     with pytest.raises(TrainingDiverged, match="last good checkpoint \\(step 3\\)"):
         train(tiny_config)
@@ -121,7 +121,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypa
 
 
 def test_ctrl_c_saves_and_resumes(tiny_config, monkeypatch):
-    original = Pix2PixTrainer.train_step
+    original = Trainer.train_step
     calls = {"n": 0}
 
     def interrupting(self, batch):
@@ -130,12 +130,12 @@ def test_ctrl_c_saves_and_resumes(tiny_config, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-step
         return original(self, batch)
 
-    monkeypatch.setattr(Pix2PixTrainer, "train_step", interrupting)
+    monkeypatch.setattr(Trainer, "train_step", interrupting)
     tiny_config.train.checkpoint_every = 100
     result = train(tiny_config)
     assert result.interrupted and result.step == 2
     assert load_training_state(result.run_dir / "checkpoints" / "latest.pt")["step"] == 2
-    monkeypatch.setattr(Pix2PixTrainer, "train_step", original)
+    monkeypatch.setattr(Trainer, "train_step", original)
     assert train(tiny_config, resume=result.run_dir).step == 6
 
 
@@ -162,7 +162,7 @@ def test_objective_variants_train(tiny_config, override):
 
 def test_unconditional_discriminator_sees_only_the_output(tiny_config):
     tiny_config.model.conditional_d = False
-    trainer = Pix2PixTrainer(tiny_config, torch.device("cpu"))
+    trainer = Trainer(tiny_config, torch.device("cpu"))
     assert trainer.net_d.model[0].in_channels == 3
 
 

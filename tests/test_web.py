@@ -10,8 +10,10 @@ from pix2pix.web import App, json_response, serve_in_thread
 
 
 def _status(url: str, data: bytes | None = None) -> int:
+    headers = {"Content-Type": "application/json"} if data else {}
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET")).status
+        return urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                                             headers=headers)).status
     except urllib.error.HTTPError as exc:
         return exc.code
 
@@ -32,7 +34,8 @@ def server(tmp_path):
 
 
 def test_routes_parameters_and_errors(server):
-    r = urllib.request.urlopen(urllib.request.Request(server.url + "/api/x/a%20b", data=b'{"k":1}', method="POST"))
+    r = urllib.request.urlopen(urllib.request.Request(server.url + "/api/x/a%20b", data=b'{"k":1}', method="POST",
+                                                      headers={"Content-Type": "application/json"}))
     assert json.loads(r.read()) == {"id": "a b", "body": {"k": 1}}
     assert _status(server.url + "/api/x/a") == 405
     assert _status(server.url + "/nope") == 404

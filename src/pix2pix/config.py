@@ -62,6 +62,7 @@ class ModelConfig:
     ndf: int = 64
     n_layers_d: int = 3  # PatchGAN depth: 0 = 1x1, 1 = 16x16, 3 = 70x70, 5 = 286x286
     conditional_d: bool = True  # D sees (input, output); False = unconditional GAN ablation
+    spectral_norm_d: bool = False  # spectral normalisation of every D convolution (Miyato et al. 2018)
     num_d: int = 2  # pix2pixHD: discriminator scales
     use_features: bool = False  # pix2pixHD: instance-wise feature encoder (--instance_feat)
     feat_num: int = 3  # encoded feature channels
@@ -85,11 +86,15 @@ class LossConfig:
     vgg_allow_download: bool = False  # fetch the VGG19 weights when they are not on disk
     vgg_random: bool = False  # accept random VGG features when no weights exist (tests, smoke runs)
     vgg_normalize: bool = False  # ImageNet-normalise VGG inputs (the reference does not)
+    lambda_perceptual: float = 0.0  # pix2pix: VGG19 perceptual loss added to G's loss (pix2pixHD's is lambda_vgg)
+    diffaugment: str = ""  # DiffAugment of D's inputs, e.g. "translation,cutout,color" ("": off)
+    lambda_r1: float = 0.0  # R1 gradient penalty on real pairs (0: off)
 
 
 @dataclass
 class OptimConfig:
     lr: float = 2e-4
+    lr_d: float = 0.0  # D's learning rate (two time-scale update rule); 0: the same as lr
     beta1: float = 0.5
     beta2: float = 0.999
     n_epochs: int = 100  # epochs at the initial learning rate
@@ -112,6 +117,7 @@ class TrainConfig:
     name: str = ""  # run directory suffix (default: the preset name)
     tensorboard: bool = True  # log to TensorBoard when it is installed
     channels_last: bool = False  # memory format for convolutions (faster on some CPUs and GPUs)
+    ema_decay: float = 0.0  # exponential moving average of G's weights for samples and the saved model (0: off)
     fast_step: bool = False  # pix2pix: fused Adam, CPU allocator tuning, per-layer conv backend (float-rounding
     #                          differences only; off by default so that resumed runs stay bit-exact)
     # -- scaling (see pix2pix.training.scaling and the README's multi-GPU section) --

@@ -16,38 +16,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data.images import save_image, tensor_to_image
-from .data.paired import PairedDataset
+from .data.images import image_to_tensor, save_image
 from .evaluation import l1_error, psnr, ssim
-from .inference import Translator
+from .inference import BaseTranslator, load_translator
 from .io.atomic import write_text
 from .presets import get_preset
 from .report import image_grid, read_stats
 from .training.trainer import train
 
 
-def evaluate_split(translator: Translator, dataset: PairedDataset,
-                   save_dir: Path | None = None) -> tuple[dict[str, float], list[list[Any]]]:
-    """Mean L1 / PSNR / SSIM of translated inputs against their targets ([0, 1] scale), plus grid rows.
+def evaluate_split(translator: BaseTranslator, root: str | Path, phase: str = "test",
+                   save_dir: Path | None = None) -> tuple[dict[str, float], list[list[Any]], int]:
+    """Mean L1 / PSNR / SSIM of the translated split against its photos ([0, 1] scale), grid rows, pair count.
 
-    With `save_dir`, every generated image is written there under its input's stem.
+    With `save_dir`, every generated image is written there under its input's key.
     """
     scores: dict[str, list[float]] = {"L1": [], "PSNR": [], "SSIM": []}
     rows = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        fake = translator.translate_tensor(item["A"][None]).cpu()
-        real = item["B"][None]
-        f01, r01 = (fake + 1) / 2, (real + 1) / 2
+    for pair in translator.test_pairs(root, phase):
+        f01, r01 = (image_to_tensor(pair.fake)[None] + 1) / 2, (image_to_tensor(pair.real)[None] + 1) / 2
         scores["L1"].append(float(l1_error(f01, r01)))
         scores["PSNR"].append(float(psnr(f01, r01)))
         scores["SSIM"].append(float(ssim(f01, r01)))
-        fake_img = tensor_to_image(fake[0])
         if save_dir is not None:
-            save_image(fake_img, save_dir / f"{Path(item['path']).stem}.png")
+            save_image(pair.fake, save_dir / f"{pair.key}.png")
         if len(rows) < 8:
-            rows.append([tensor_to_image(item["A"]), fake_img, tensor_to_image(item["B"])])
-    return {k: sum(v) / len(v) for k, v in scores.items()}, rows
+            rows.append([pair.input, pair.fake, pair.real])
+    return {k: sum(v) / len(v) for k, v in scores.items()}, rows, len(scores["L1"])
 
 
 def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, seed: int = 0, max_steps: int = 0,
@@ -71,19 +66,17 @@ def run_demo(out_dir: str | Path = "demo", *, num: int = 240, size: int = 128, s
     result = train(cfg, progress=progress, log=log)
     trained = time.perf_counter()
 
-    translator = Translator.from_pretrained(result.run_dir / "model", device="cpu")
-    cfg.data.preprocess = "none"
-    test_set = PairedDataset.from_config(cfg.data, cfg.model, "test", train=False)
-    metrics, rows = evaluate_split(translator, test_set, save_dir=out_dir / "results")
+    translator = load_translator(result.run_dir / "model", device="cpu")
+    metrics, rows, n_test = evaluate_split(translator, cfg.data.root, "test", save_dir=out_dir / "results")
     grid = image_grid(rows)
     grid.save(out_dir / "samples.png")
     write_text(out_dir / "loss.svg", (result.run_dir / "loss.svg").read_text())
-    summary = {"test_pairs": len(test_set), "metrics": metrics, "steps": result.step,
+    summary = {"test_pairs": n_test, "metrics": metrics, "steps": result.step,
                "train_seconds": round(trained - started, 1), "total_seconds": round(time.perf_counter() - started, 1),
                "run_dir": str(result.run_dir)}
     write_text(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
     report = _write_report(out_dir, summary, read_stats(result.run_dir / "stats.jsonl"))
-    log(f"test split ({len(test_set)} pairs): L1 {metrics['L1']:.4f}  PSNR {metrics['PSNR']:.2f} dB  "
+    log(f"test split ({n_test} pairs): L1 {metrics['L1']:.4f}  PSNR {metrics['PSNR']:.2f} dB  "
         f"SSIM {metrics['SSIM']:.4f}")
     log(f"report: {report.resolve()}")
     return report

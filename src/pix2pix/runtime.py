@@ -28,6 +28,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def as_device(device: str | torch.device) -> torch.device:
+    """A torch.device from a name (resolved as `resolve_device` does) or a device."""
+    return resolve_device(device) if isinstance(device, str) else device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) from one number."""
     random.seed(seed)

@@ -10,33 +10,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import Deprecated, add_device, deprecated_positional_output, output_of
+
 
 def _synth(args: argparse.Namespace) -> int:
     # Imported here: the synthetic world module is heavier and only this command needs it.
     from ..data.synthetic import parse_size, write_synthetic_dataset
 
-    width, height = parse_size(args.size)
-    summary = write_synthetic_dataset(args.out, args.num, (width, height), args.seed, args.test_fraction)
+    out = Path(output_of(args, "data synth"))
+    width, height = parse_size(args.image_size)
+    summary = write_synthetic_dataset(out, args.num, (width, height), args.seed, args.test_fraction)
     info = summary if isinstance(summary, dict) else {}
     split = f" ({info['train']} train, {info['test']} test)" if "train" in info and "test" in info else ""
-    print(f"wrote {args.num} synthetic scenes{split} of {width}x{height} (seed {args.seed}) to {args.out}")
+    print(f"wrote {args.num} synthetic scenes{split} of {width}x{height} (seed {args.seed}) to {out}")
     return 0
 
 
 def _combine(args: argparse.Namespace) -> int:
     from ..data.tools import combine_pairs
 
-    n = combine_pairs(args.a_dir, args.b_dir, args.out, resize=args.resize, progress=True)
-    print(f"wrote {n} A|B pairs to {args.out}")
+    out = output_of(args, "data combine")
+    n = combine_pairs(args.a_dir, args.b_dir, out, resize=args.resize, progress=True)
+    print(f"wrote {n} A|B pairs to {out}")
     return 0
 
 
 def _edges(args: argparse.Namespace) -> int:
     from ..data.tools import make_edges_dataset
 
+    out = output_of(args, "data edges")
     n = make_edges_dataset(
         args.src,
-        args.out,
+        out,
         args.method,
         hed_weights=args.hed_weights,
         sigma=args.sigma,
@@ -46,18 +51,18 @@ def _edges(args: argparse.Namespace) -> int:
         device=args.device,
         progress=True,
     )
-    print(f"wrote {n} edges|photo pairs ({args.method}) to {args.out}")
+    print(f"wrote {n} edges|photo pairs ({args.method}) to {out}")
     return 0
 
 
 def _colorize(args: argparse.Namespace) -> int:
     from ..data.tools import make_colorization_dataset
 
-    n = make_colorization_dataset(
-        args.src, args.out, args.mode, args.test_fraction, seed=args.seed, progress=True
-    )
+    out = output_of(args, "data colorize")
+    n = make_colorization_dataset(args.src, out, args.mode, args.test_fraction, seed=args.seed,
+                                  progress=True)
     what = "gray|colour pairs" if args.mode == "rgb" else "colour images (Lab colorization layout)"
-    where = f"{args.out}/train" + (f" and {args.out}/test" if args.test_fraction > 0 else "")
+    where = f"{out}/train" + (f" and {out}/test" if args.test_fraction > 0 else "")
     print(f"wrote {n} {what} to {where}")
     return 0
 
@@ -94,11 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("synth", help="generate the synthetic street world: labels, instances, photos, A|B pairs")
-    p.add_argument("out", type=Path, metavar="OUT", help="output dataset folder")
+    deprecated_positional_output(p, "output dataset folder")
     p.add_argument("--num", type=_positive_int, default=64, help="number of scenes (default: 64)")
     p.add_argument(
-        "--size", default="64", help="image size, '256' or 'WIDTHxHEIGHT' such as '256x128' (default: 64)"
+        "--image-size", default="64", help="image size, '256' or 'WIDTHxHEIGHT' such as '256x128' (default: 64)"
     )
+    p.add_argument("--size", dest="image_size", action=Deprecated, new="--image-size", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--test-fraction", type=_fraction, default=0.2, help="share of scenes in test (default: 0.2)"
@@ -113,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("a_dir", type=Path, metavar="A", help="folder of A (input) images")
     p.add_argument("b_dir", type=Path, metavar="B", help="folder of B (target) images")
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    deprecated_positional_output(p, "output folder")
     p.add_argument(
         "--resize", action="store_true", help="resize B to A's size instead of failing on a mismatch"
     )
@@ -123,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "src", type=Path, metavar="SRC", help="folder of photos (or with train/val/test subfolders)"
     )
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    deprecated_positional_output(p, "output folder")
     p.add_argument(
         "--method", choices=("canny", "hed"), default="canny", help="edge detector (default: canny)"
     )
@@ -149,14 +155,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="binarise HED edges at this probability (default: soft strokes)",
     )
-    p.add_argument(
-        "--device", default=None, help="device for HED, e.g. cpu or cuda (default: cuda if available)"
-    )
+    add_device(p)
     p.set_defaults(func=_edges)
 
     p = sub.add_parser("colorize", help="make a colorization dataset from colour photos")
     p.add_argument("src", type=Path, metavar="SRC", help="folder of colour photos")
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder (train/ and test/ are created)")
+    deprecated_positional_output(p, "output folder (train/ and test/ are created)")
     p.add_argument(
         "--mode",
         choices=("rgb", "lab"),

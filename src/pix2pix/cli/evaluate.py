@@ -1,7 +1,7 @@
 """`pix2pix eval`: score generated images (L1, PSNR, SSIM, FID, KID, LPIPS, segmentation score).
 
-    pix2pix eval --real DIR --fake DIR [--labels DIR --segmenter SEG] --out DIR
-    pix2pix eval --model RUN --data DIR [--phase test] [--segmenter SEG] [--out DIR]
+    pix2pix eval --real DIR --fake DIR [--label-maps DIR --segmenter SEG] -o DIR
+    pix2pix eval --model RUN --data DIR [--phase test] [--segmenter SEG] [-o DIR]
 
 Writes OUT/metrics.json and OUT/metrics.md (and, with --model, the translated images in
 OUT/real, OUT/fake, OUT/labels) and prints the markdown table.
@@ -10,10 +10,11 @@ OUT/real, OUT/fake, OUT/labels) and prints the markdown table.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io.model_dir import MODEL_HELP
+from .options import Deprecated, add_device, add_label_set, add_model, add_output, add_progress, show_progress
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -30,8 +31,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--model needs --data DIR: the dataset whose split is translated and compared.")
     if not args.model and not (args.real and args.fake):
         raise ConfigError("--real and --fake go together: the real images and the generated ones, paired by name.")
-    if args.labels and not args.segmenter:
-        raise ConfigError("--labels is used by the segmentation score: add --segmenter SEG.")
+    if args.label_maps and not args.segmenter:
+        raise ConfigError("--label-maps is used by the segmentation score: add --segmenter SEG.")
     device = resolve_device(args.device)
     label_set = get_label_set(args.label_set) if args.label_set else None
     segmenter = resolve_segmenter(args.segmenter, label_set, device) if args.segmenter else None
@@ -39,16 +40,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     options = dict(feature_extractor=extractor, inception_weights=args.inception_weights, fid=not args.no_fid,
                    kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
                    lpips_net=None if args.no_lpips else args.lpips_net, batch_size=args.batch_size)
-    progress = sys.stderr.isatty()
+    progress = show_progress(args)
     if args.model:
-        out = Path(args.out) if args.out else _default_out(args.model, args.phase)
+        out = Path(args.output) if args.output else _default_out(args.model, args.phase)
         result = evaluate_model(args.model, args.data, out, phase=args.phase, segmenter=segmenter, device=device,
                                 progress=progress, **options)
     else:
-        if not args.out:
-            raise ConfigError("--out DIR is required with --real/--fake: where metrics.json and metrics.md go.")
-        out = Path(args.out)
-        result = evaluate_folders(args.real, args.fake, labels_dir=args.labels, segmenter=segmenter, device=device,
+        if not args.output:
+            raise ConfigError("-o/--output DIR is required with --real/--fake: where metrics.json and metrics.md go.")
+        out = Path(args.output)
+        result = evaluate_folders(args.real, args.fake, labels_dir=args.label_maps, segmenter=segmenter, device=device,
                                   progress=progress, **options)
         write_report(result, out)
     print(format_markdown(result))
@@ -74,19 +75,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src = p.add_argument_group("images")
     src.add_argument("--real", metavar="DIR", help="real images")
     src.add_argument("--fake", metavar="DIR", help="generated images, named as the real ones")
-    src.add_argument("--model", metavar="RUN", help="a training run or model directory: translate --data first")
+    add_model(src, required=False, help=f"translate --data with this model first: {MODEL_HELP}")
     src.add_argument("--data", metavar="DIR", help="with --model: the dataset")
     src.add_argument("--phase", default="test", help="with --model: the split to translate (default test)")
-    p.add_argument("-o", "--out", metavar="DIR",
-                   help="where metrics.json and metrics.md go (with --model also the images; default RUN/eval-PHASE)")
+    add_output(p, "where metrics.json and metrics.md go (with --model also the images; default RUN/eval-PHASE)",
+               old=("--out",))
     seg = p.add_argument_group("segmentation score")
     seg.add_argument("--segmenter", metavar="SEG",
                      help="a directory from `pix2pix segmenter train`, or module:factory / file.py:factory returning "
                           "a torch model [B,3,H,W] in [-1,1] -> logits [B,classes,h,w]")
-    seg.add_argument("--labels", metavar="DIR",
+    seg.add_argument("--label-maps", metavar="DIR",
                      help="with --real/--fake: the label maps the images were generated from (ids or colour-coded)")
-    seg.add_argument("--label-set", metavar="NAME",
-                     help="classes of an external segmenter: a preset (facades, cityscapes, ...) or classes.json")
+    seg.add_argument("--labels", dest="label_maps", action=Deprecated, new="--label-maps", help=argparse.SUPPRESS)
+    add_label_set(seg, "classes of an external segmenter: a preset (facades, cityscapes, ...) or classes.json")
     dist = p.add_argument_group("FID / KID / LPIPS")
     dist.add_argument("--inception-weights", metavar="FILE", help="the FID Inception weights file")
     dist.add_argument("--feature-extractor", metavar="MODULE:FACTORY",
@@ -98,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     dist.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze"], help="LPIPS backbone")
     dist.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    add_device(p)
+    add_progress(p)
     p.set_defaults(func=_cmd_eval)
     return p

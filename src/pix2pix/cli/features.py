@@ -9,45 +9,40 @@ Writes clusters.safetensors + clusters.json next to the model (RUN/model/), wher
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..features import compute_clusters, load_encoder
+from ..io.model_dir import recorded_data_root, resolve_model_dir
+from .options import add_device, add_model, add_output, add_progress, show_progress
 
 
-def _data_root(run: Path, model_dir: Path, data: str | None) -> str:
+def _data_root(model_dir: Path, data: str | None) -> str:
     """--data, or the data.root recorded in the run's config.json."""
     if data:
         return data
-    run_config = run / "config.json" if model_dir != run else model_dir.parent / "config.json"
-    root = ""
-    if run_config.is_file() and run_config.resolve() != (model_dir / "config.json").resolve():
-        try:
-            root = json.loads(run_config.read_text()).get("data", {}).get("root", "")
-        except ValueError:
-            root = ""
-    if not root:
-        raise ConfigError(f"no dataset given and {run} records none: pass --data DIR (the training data).")
-    if not Path(root).is_dir():
-        raise DataError(f"the run's data.root {root!r} (from {run_config}) does not exist from here: pass "
-                        "--data DIR.")
-    return root
+    root = recorded_data_root(model_dir)
+    if root is None:
+        raise ConfigError(f"no dataset given, and {model_dir.parent} records none that exists here: pass --data DIR "
+                          "(the training data).")
+    return str(root)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from ..features import compute_clusters, load_encoder, resolve_model_dir
-
-    run = Path(args.run)
-    model_dir = resolve_model_dir(run)
+    if bool(args.run) == bool(args.model):
+        raise ConfigError("features: name the model once, with --model RUN_OR_MODEL_DIR.")
+    if args.run:
+        print("note: `pix2pix features RUN` is deprecated; use `pix2pix features --model RUN`.", file=sys.stderr)
+    model_dir = resolve_model_dir(args.model or args.run, progress=True)
     load_encoder(model_dir)  # a clear error before anything else when the model has no encoder
-    root = _data_root(run, model_dir, args.data)
+    root = _data_root(model_dir, args.data)
     if args.k < 1:
         raise ConfigError(f"--k {args.k}: use at least 1 cluster per class.")
     if args.min_pixels is not None and args.min_pixels < 1:
         raise ConfigError(f"--min-pixels {args.min_pixels}: use a positive number of pixels.")
     clusters = compute_clusters(model_dir, root, k=args.k, min_pixels=args.min_pixels, seed=args.seed,
-                                device=args.device, phase=args.phase, progress=sys.stderr.isatty())
+                                device=args.device, phase=args.phase, progress=show_progress(args))
     out = Path(args.output) if args.output else model_dir
     path = clusters.save(out)
     names = clusters.meta.get("class_names", {})
@@ -69,15 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Encode every training instance with the model's feature encoder, run k-means per class "
                     "and save the cluster centres next to the model (clusters.safetensors + clusters.json), "
                     "for `translate --features cluster|random`.")
-    p.add_argument("run", metavar="RUN", help="training run directory (its model/ is used) or a model directory")
+    add_model(p, required=False)
+    p.add_argument("run", nargs="?", metavar="RUN", help=argparse.SUPPRESS)  # the former spelling of --model
     p.add_argument("--data", help="dataset folder (default: the run's data.root)")
     p.add_argument("--phase", default="train", help="split to encode (default: train)")
     p.add_argument("--k", type=int, default=10, help="clusters per class (default 10, as the reference)")
     p.add_argument("--min-pixels", type=int, default=None,
                    help="keep instances of at least N pixels (default: the reference's rule, more than "
                         "(H*W//32)/2 pixels, about 1/64 of the image)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
-    p.add_argument("-o", "--output", help="folder to write the clusters to (default: the model directory)")
+    add_output(p, "folder to write the clusters to (default: the model directory)")
+    add_progress(p)
     p.set_defaults(func=_cmd_features)
     return p

@@ -14,6 +14,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import Pix2PixError
+from ..inference import load_translator
+from ..inference.base import check_options
+from ..io.model_card import DataGeometry, ModelCard, Provenance, sha256_file, utc_now
+from ..io.pretrained import save_model
+from ..io.reference import import_reference
+from .options import add_device, add_model, add_output, add_progress, show_progress
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -29,8 +35,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cfg.data.root = args.data
     else:
         cfg = _build_config(args)
-    result = train(cfg, resume=args.resume, dry_run=args.dry_run,
-                   progress=sys.stderr.isatty() if args.progress is None else args.progress)
+    result = train(cfg, resume=args.resume, dry_run=args.dry_run, progress=show_progress(args))
     if args.dry_run:
         return 0
     print(f"run directory: {result.run_dir}\nmodel: {result.run_dir / 'model'}\n"
@@ -57,8 +62,7 @@ def _build_config(args: argparse.Namespace):
 def _cmd_coarse_to_fine(args: argparse.Namespace) -> int:
     from ..training.stages import coarse_to_fine
 
-    first, second = coarse_to_fine(_build_config(args), progress=sys.stderr.isatty() if args.progress is None
-                                   else args.progress)
+    first, second = coarse_to_fine(_build_config(args), progress=show_progress(args))
     print(f"global run: {first.run_dir}\nlocal run: {second.run_dir}\nmodel: {second.run_dir / 'model'}")
     return 130 if second.interrupted or first.interrupted else 0
 
@@ -85,65 +89,21 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return unique
 
 
-_HD_OPTIONS = ("instances", "features", "clusters", "cluster", "style_images", "seed")
-
-
-def _cmd_translate_hd(args: argparse.Namespace) -> int:
-    """pix2pixHD: label maps (+ instance maps) -> photos, with the instance features chosen by --features."""
-    from ..data.label_dataset import _NOT_LABEL
-    from ..inference.label_translator import LabelTranslator
-
-    if args.paper_mode:
-        raise Pix2PixError("--paper-mode applies to pix2pix models (dropout, batch norm); this is a pix2pixHD model.")
-    translator = LabelTranslator.from_pretrained(args.model, device=args.device, clusters=args.clusters)
-    paths = [p for p in expand_inputs(args.inputs) if not _NOT_LABEL.search(p.stem)]
-    if not paths:
-        raise Pix2PixError(f"no label maps in {' '.join(args.inputs)}.")
-    instance_dir = args.instances
-    if instance_dir is None and translator.use_instance:
-        # the pix2pixHD layout: {phase}_label/ beside {phase}_inst/
-        parent = paths[0].parent
-        sibling = parent.with_name(parent.name[:-len("_label")] + "_inst") if parent.name.endswith("_label") else None
-        if sibling is not None and sibling.is_dir() and all(p.parent == parent for p in paths):
-            instance_dir = sibling
-            print(f"instance maps: {instance_dir}")
-        else:
-            print("no --instances given: each label map is used as its own instance map "
-                  "(touching objects of one class merge)", file=sys.stderr)
-    features = args.features or "cluster"
-    if translator.use_features and features in ("cluster", "random") and translator.clusters is None:
-        raise Pix2PixError(f"--features {features} needs clusters: run `pix2pix features RUN --data DIR` first, "
-                           "or pass --clusters FILE, or use --features encode --style-images DIR / --features zero.")
-    written = translator.translate_files(paths, args.output, instance_dir, features=features,
-                                         cluster=args.cluster or 0, style_dir=args.style_images,
-                                         seed=args.seed or 0, progress=sys.stderr.isatty())
-    print(f"wrote {len(written)} images to {args.output}")
-    return 0
-
-
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from ..features import resolve_model_dir
-    from ..inference import Translator
-    from ..io.pretrained import read_config
-
-    args.model = str(resolve_model_dir(args.model))
-    if read_config(args.model).get("data", {}).get("family") == "pix2pixhd":
-        return _cmd_translate_hd(args)
-    used = [f"--{k.replace('_', '-')}" for k in _HD_OPTIONS if getattr(args, k) is not None]
-    if used:
-        raise Pix2PixError(f"{', '.join(used)} apply to pix2pixHD label-map models; {args.model} is a pix2pix model.")
-    translator = Translator.from_pretrained(args.model, device=args.device, paper_mode=args.paper_mode)
-    paths = expand_inputs(args.inputs)
-    written = translator.translate_files(paths, args.output, batch_size=args.batch_size,
-                                         progress=sys.stderr.isatty())
+    """Either family: the options of the other family are refused by the translator with one line."""
+    translator = load_translator(args.model, device=args.device, paper_mode=args.paper_mode or None,
+                                 clusters=args.clusters)
+    options = {k: v for k, v in {"batch_size": args.batch_size, "instance_dir": args.instances,
+                                 "features": args.features, "cluster": args.cluster, "style_dir": args.style_images,
+                                 "seed": args.seed}.items() if v is not None}
+    check_options(options, translator.file_options, translator.family, "translate")
+    written = translator.translate_files(expand_inputs(args.inputs), args.output, progress=show_progress(args),
+                                         log=lambda text: print(text, file=sys.stderr), **options)
     print(f"wrote {len(written)} images to {args.output}")
     return 0
 
 
 def _cmd_import_reference(args: argparse.Namespace) -> int:
-    from ..io.pretrained import save_pretrained
-    from ..io.reference import import_reference
-
     kwargs = {k: v for k, v in {"in_channels": args.in_channels, "out_channels": args.out_channels,
                                 "ngf": args.ngf, "ndf": args.ndf, "norm": args.norm, "dropout": args.dropout,
                                 "n_layers": args.n_layers, "upsample": args.upsample}.items() if v is not None}
@@ -158,10 +118,11 @@ def _cmd_import_reference(args: argparse.Namespace) -> int:
         kwargs.pop("ndf", None)
         kwargs.pop("n_layers", None)
     net = import_reference(args.checkpoint, args.arch, **kwargs)
-    data = {"direction": args.direction, "preprocess": "none", "crop_size": args.crop_size,
-            "in_channels": net.arch.get("in_channels"), "out_channels": net.arch.get("out_channels")}
-    save_pretrained(net, args.output, kind=net.reference_kind, data=data,
-                    extra={"imported_from": str(args.checkpoint)})
+    card = ModelCard(data=DataGeometry(preprocess="none", load_size=args.crop_size, crop_size=args.crop_size,
+                                       direction=args.direction),
+                     provenance=Provenance(source=str(args.checkpoint), sha256=sha256_file(args.checkpoint),
+                                           created=utc_now()))
+    save_model(args.output, card, {net.reference_kind: net})
     count = sum(p.numel() for p in net.parameters())
     print(f"imported {net.reference_kind} {args.arch} ({count:,} parameters) into {args.output}")
     return 0
@@ -177,7 +138,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 # Modules under pix2pix.cli with a `register(subparsers)` function, one per command group.
-_SUBCOMMAND_MODULES = ("data", "demo", "features", "edit", "study", "evaluate", "segmenter")
+_SUBCOMMAND_MODULES = ("data", "demo", "features", "edit", "study", "evaluate", "segmenter", "export", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,8 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
     p.add_argument("--runs-dir", help="where numbered run directories are created (default runs/)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and model sizes, train nothing")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+    add_progress(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("coarse-to-fine", help="pix2pixHD: global stage at half resolution, then the local enhancer")
@@ -204,15 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON (or TOML) file of config values applied over the preset")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--runs-dir", help="where the two run directories are created (default runs/)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_progress(p)
     p.set_defaults(func=_cmd_coarse_to_fine)
 
     p = sub.add_parser("translate", help="translate images with a saved model")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("--model", required=True, help="model directory (a run's model/ or save_pretrained output)")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    add_model(p)
+    add_output(p, "output folder", required=True)
+    p.add_argument("--batch-size", type=int, help="pix2pix: images of one size per batch (default 1)")
+    add_device(p)
+    add_progress(p)
     p.add_argument("--paper-mode", action="store_true",
                    help="the paper's test protocol: dropout on, batch-norm with test-batch statistics")
     hd = p.add_argument_group("pix2pixHD models (label maps in)")
@@ -235,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True,
                    help="generator (unet_256, unet_128, resnet_9blocks, resnet_6blocks) or discriminator "
                         "(basic, n_layers, pixel)")
-    p.add_argument("-o", "--output", required=True, help="model directory to write")
+    add_output(p, "model directory to write", required=True)
     p.add_argument("--in-channels", type=int)
     p.add_argument("--out-channels", type=int)
     p.add_argument("--ngf", type=int)

@@ -1,6 +1,6 @@
 """`pix2pix segmenter train`: train the segmentation network behind the segmentation score.
 
-    pix2pix segmenter train --data ../shared/data/facades --label-set facades --size 64 --steps 2000 -o runs/seg
+    pix2pix segmenter train --data ../shared/data/facades --label-set facades --input-size 64 --steps 2000 -o runs/seg
 
 Trains on the real photos and their label maps of a split (the photo side and the label side of
 pix2pix pairs, or pix2pixHD's {phase}_img/ and {phase}_label/), saves the network with its label
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, Pix2PixError
+from .options import Deprecated, add_device, add_label_set, add_output
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -28,11 +29,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     from ..runtime import resolve_device
 
-    if args.size is not None and args.size < 4:
-        raise ConfigError(f"--size {args.size}: use at least 4 pixels.")
+    if args.input_size is not None and args.input_size < 4:
+        raise ConfigError(f"--input-size {args.input_size}: use at least 4 pixels.")
     label_set = get_label_set(args.label_set)
     device = resolve_device(args.device)
-    data = load_segmentation_data(args.data, args.phase, label_set, args.size, side=args.side,
+    data = load_segmentation_data(args.data, args.phase, label_set, args.input_size, side=args.side,
                                   max_items=args.max_items)
     print(f"{data.images.shape[0]} {args.phase} pairs from {args.data}, labels from {data.source}, "
           f"{data.size[1]}x{data.size[0]} px, {label_set.label_nc} classes ({label_set.name})")
@@ -44,7 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     save_segmenter(net, out, label_set, data.size, info)
     if args.eval_phase:
         try:
-            test = load_segmentation_data(args.data, args.eval_phase, label_set, args.size or data.size[0],
+            test = load_segmentation_data(args.data, args.eval_phase, label_set, args.input_size or data.size[0],
                                           side=data.side or "auto")
         except Pix2PixError as exc:  # a missing split only skips the check
             print(f"no {args.eval_phase} split to score ({exc})", file=sys.stderr)
@@ -73,15 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Train a U-Net segmenter (cross-entropy) on the photos and label maps of a "
                                    "dataset split, for `pix2pix eval --segmenter DIR`.")
     t.add_argument("--data", required=True, help="dataset folder (pix2pix pairs or pix2pixHD label folders)")
-    t.add_argument("--label-set", default="facades",
-                   help="classes and palette: facades, cityscapes, ade20k, coco_stuff, synthetic or a classes.json "
-                        "(default facades)")
+    add_label_set(t, "classes and palette: facades, cityscapes, ade20k, coco_stuff, synthetic or a classes.json "
+                     "(default facades)", default="facades")
     t.add_argument("--phase", default="train", help="split to train on (default train)")
     t.add_argument("--eval-phase", default="test", help="split whose real photos are scored afterwards ('' to skip)")
     t.add_argument("--side", default="auto", choices=["auto", "A", "B"],
                    help="which side of the pairs holds the label maps (default: the one matching the palette)")
-    t.add_argument("--size", type=int, default=None,
+    t.add_argument("--input-size", type=int, default=None,
                    help="resize to this height (width by the aspect ratio); default: keep the size")
+    t.add_argument("--size", dest="input_size", type=int, action=Deprecated, new="--input-size", help=argparse.SUPPRESS)
     t.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop after this much wall-clock time")
     t.add_argument("--batch-size", type=int, default=8)
@@ -89,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--ngf", type=int, default=32, help="U-Net filters (default 32)")
     t.add_argument("--max-items", type=int, default=0, help="use only the first N pairs (0: all)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("-o", "--output", help="segmenter directory (default: a numbered one in --runs-dir)")
+    add_device(t)
+    add_output(t, "segmenter directory (default: a numbered one in --runs-dir)")
     t.add_argument("--runs-dir", default="runs", help="where numbered directories go (default runs/)")
     t.set_defaults(func=_cmd_train)
     return p

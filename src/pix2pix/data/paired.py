@@ -90,8 +90,9 @@ class PairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load_pair(self, item: PairItem) -> tuple[Image.Image, Image.Image]:
-        """The (A, B) images as stored, before the direction swap."""
+    def load_pair(self, index: int) -> tuple[Image.Image, Image.Image]:
+        """The (A, B) images of item `index` as stored: full size, before preprocessing and the direction swap."""
+        item = self.items[index]
         img = open_image(item.a)
         if item.b is not None:
             return img, open_image(item.b)
@@ -106,7 +107,7 @@ class PairedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         item = self.items[index]
-        img_a, img_b = self._load_pair(item)
+        img_a, img_b = self.load_pair(index)
         if img_a.size != img_b.size:
             raise DataError(f"{item.a} is {img_a.size[0]}x{img_a.size[1]} but its partner {item.b} is "
                             f"{img_b.size[0]}x{img_b.size[1]}: the two images of a pair must have the same size.")

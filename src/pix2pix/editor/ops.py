@@ -19,12 +19,19 @@ of a "thing" class (car, person: `LabelSpace.thing_classes`) holds ``class_id * 
   model's default cluster. Styles of ids that no longer occur in the map are dropped, so a new
   object never inherits an erased object's style.
 
-Every change is one step of the undo history, stored as the changed box of both maps plus the
-styles before and after, not as full copies.
+Every change is one step of the undo history, stored as the changed box of both maps and the other
+styles, not as full copies: a step holds the state that undo (or redo) swaps back in, so it costs one
+copy of its box. The history is bounded in steps and in bytes (`history_bytes`, per document); past
+either bound the oldest steps are dropped, and `dropped_steps` counts them so the page can say so.
+
+Work per request is bounded too: a stroke costs about the area of each segment's bounding box
+(points x brush area for a dense stroke), and one whose estimate is over `MAX_STROKE_WORK` pixel
+evaluations is refused with `WorkLimitError` before anything is computed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,18 +42,29 @@ from ..errors import DataError
 INSTANCE_MULTIPLIER = 1000  # instance id = class_id * 1000 + k for objects of thing classes
 MAX_STROKE_POINTS = 20_000
 MAX_RADIUS = 512.0
+MAX_STROKE_WORK = 1 << 27  # pixel distance evaluations: about a second of one core (7 ns each, plus 25 us a segment)
+SEGMENT_OVERHEAD = 4096  # what one segment costs beyond its pixels, in pixel evaluations
+HISTORY_BYTES = 256 << 20  # undo + redo of one document
 
 __all__ = [
+    "HISTORY_BYTES",
     "INSTANCE_MULTIPLIER",
+    "MAX_STROKE_WORK",
     "EditDocument",
     "LabelSpace",
     "Selection",
+    "WorkLimitError",
     "connected_components",
     "instances_from_labels",
     "new_instance_id",
     "region_at",
     "stroke_mask",
+    "stroke_work",
 ]
+
+
+class WorkLimitError(DataError):
+    """A request that would cost more than the editor allows (the server answers 413)."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +89,7 @@ class LabelSpace:
 # ----------------------------------------------------------------------------- masks
 
 
-def stroke_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float) -> np.ndarray:
-    """Pixels within `radius` of the polyline through `points` (x, y in pixels; pixel (x, y) spans [x, x+1)).
-
-    A pixel is in when its centre is within `radius` of a segment; the pixel under each point is
-    always in, so a click with a small brush still paints one pixel.
-    """
-    h, w = int(shape[0]), int(shape[1])
+def _stroke_points(points: Sequence[Sequence[float]], radius: float) -> tuple[np.ndarray, float]:
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
         raise DataError("a stroke needs a list of [x, y] points.")
@@ -88,6 +100,36 @@ def stroke_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radiu
     radius = float(radius)
     if not np.isfinite(radius) or not 0 < radius <= MAX_RADIUS:
         raise DataError(f"brush radius {radius} must be in (0, {MAX_RADIUS:g}] pixels.")
+    return pts, radius
+
+
+def stroke_work(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float) -> int:
+    """What `stroke_mask` will cost, in pixel evaluations: each segment's bounding box (grown by the
+    radius, clipped to the map) plus a fixed overhead per segment."""
+    h, w = int(shape[0]), int(shape[1])
+    pts, radius = _stroke_points(points, radius)
+    a, b = (pts[:-1], pts[1:]) if len(pts) > 1 else (pts, pts)
+    lo, hi = np.minimum(a, b) - radius, np.maximum(a, b) + radius
+    width = np.clip(np.ceil(hi[:, 0]) + 1, 0, w) - np.clip(np.floor(lo[:, 0]), 0, w)
+    height = np.clip(np.ceil(hi[:, 1]) + 1, 0, h) - np.clip(np.floor(lo[:, 1]), 0, h)
+    return int((np.maximum(width, 0) * np.maximum(height, 0)).sum()) + SEGMENT_OVERHEAD * len(a)
+
+
+def stroke_mask(shape: tuple[int, int], points: Sequence[Sequence[float]], radius: float,
+                max_work: int = MAX_STROKE_WORK) -> np.ndarray:
+    """Pixels within `radius` of the polyline through `points` (x, y in pixels; pixel (x, y) spans [x, x+1)).
+
+    A pixel is in when its centre is within `radius` of a segment; the pixel under each point is
+    always in, so a click with a small brush still paints one pixel. A stroke whose cost
+    (`stroke_work`) is over `max_work` raises `WorkLimitError` before any work.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    pts, radius = _stroke_points(points, radius)
+    work = stroke_work(shape, points, radius)
+    if work > max_work:
+        raise WorkLimitError(f"this stroke ({len(pts)} points, brush radius {radius:g}) would cost {work:,} pixel "
+                             f"evaluations; the limit is {max_work:,}: use a smaller brush, fewer points (a fill "
+                             "for large areas), or split the stroke.")
     mask = np.zeros((h, w), dtype=bool)
     segments = [(pts[i], pts[i + 1]) for i in range(len(pts) - 1)] or [(pts[0], pts[0])]
     r2 = radius * radius
@@ -245,13 +287,18 @@ class Selection:
 
 @dataclass
 class _Step:
+    """The other side of one change: the box's label and instance content and the styles that undo (or
+    redo) swaps in, then holds what it swapped out."""
+
     box: tuple[slice, slice]
-    label_before: np.ndarray
-    instance_before: np.ndarray
-    label_after: np.ndarray
-    instance_after: np.ndarray
-    styles_before: dict[int, int]
-    styles_after: dict[int, int]
+    label: np.ndarray
+    instance: np.ndarray
+    styles: dict[int, int]
+    made: float  # time.monotonic() when the change was made: the oldest steps go first
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.label.nbytes + self.instance.nbytes) + 64 * (len(self.styles) + 4)
 
 
 def _check_maps(label: np.ndarray, instance: np.ndarray, space: LabelSpace) -> tuple[np.ndarray, np.ndarray]:
@@ -282,15 +329,20 @@ class EditDocument:
     """
 
     def __init__(self, label: np.ndarray, instance: np.ndarray | None, space: LabelSpace,
-                 styles: Mapping[int, int] | None = None, history_limit: int = 100) -> None:
+                 styles: Mapping[int, int] | None = None, history_limit: int = 100,
+                 history_bytes: int = HISTORY_BYTES, max_stroke_work: int = MAX_STROKE_WORK) -> None:
         if instance is None:
             instance = instances_from_labels(np.asarray(label), space.thing_classes)
         self.space = space
         self.label, self.instance = _check_maps(label, instance, space)
         self.styles: dict[int, int] = {}
         self.history_limit = int(history_limit)
+        self.history_bytes = int(history_bytes)
+        self.max_stroke_work = int(max_stroke_work)
         self._undo: list[_Step] = []
         self._redo: list[_Step] = []
+        self._history_nbytes = 0
+        self.dropped_steps = 0  # steps dropped to keep within the bounds, since the document was made
         self.version = 0
         if styles:
             self.styles = self._live_styles(self.instance, {int(k): int(v) for k, v in styles.items()})
@@ -314,6 +366,35 @@ class EditDocument:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
+    @property
+    def undo_steps(self) -> int:
+        return len(self._undo)
+
+    @property
+    def redo_steps(self) -> int:
+        return len(self._redo)
+
+    @property
+    def history_nbytes(self) -> int:
+        """Bytes held by the undo and redo steps."""
+        return self._history_nbytes
+
+    @property
+    def oldest_step(self) -> float | None:
+        """When the oldest step still held was made (None without history)."""
+        steps = self._undo[:1] + self._redo[:1]
+        return min(step.made for step in steps) if steps else None
+
+    def drop_oldest_step(self) -> int:
+        """Forget the oldest undo step (or, without one, the last redo step); returns the bytes freed."""
+        stack = self._undo if self._undo else self._redo
+        if not stack:
+            return 0
+        step = stack.pop(0)
+        self._history_nbytes -= step.nbytes
+        self.dropped_steps += 1
+        return step.nbytes
+
     # -- reading ----------------------------------------------------------------------------------
     def select(self, x: float, y: float) -> Selection:
         """The object under (x, y) (see the module docstring)."""
@@ -327,7 +408,7 @@ class EditDocument:
                grow: int | None = None) -> bool:
         """Paint class `class_id` along the polyline; thing classes make a new object unless `grow` names one."""
         c = self.space.check_class(class_id)
-        return self._paint(stroke_mask(self.shape, points, radius), c, grow)
+        return self._paint(stroke_mask(self.shape, points, radius, self.max_stroke_work), c, grow)
 
     def erase(self, points: Sequence[Sequence[float]], radius: float) -> bool:
         """Paint the erase (void) class along the polyline."""
@@ -376,7 +457,7 @@ class EditDocument:
         if not self._undo:
             return False
         step = self._undo.pop()
-        self._apply(step, before=True)
+        self._swap(step)
         self._redo.append(step)
         return True
 
@@ -384,7 +465,7 @@ class EditDocument:
         if not self._redo:
             return False
         step = self._redo.pop()
-        self._apply(step, before=False)
+        self._swap(step)
         self._undo.append(step)
         return True
 
@@ -422,18 +503,24 @@ class EditDocument:
             box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
         else:
             box = (slice(0, 0), slice(0, 0))
-        self._undo.append(_Step(box, self.label[box].copy(), self.instance[box].copy(), label[box].copy(),
-                                instance[box].copy(), dict(self.styles), dict(styles)))
-        del self._undo[:-self.history_limit]
+        for dropped in self._redo:
+            self._history_nbytes -= dropped.nbytes
         self._redo.clear()
+        step = _Step(box, self.label[box].copy(), self.instance[box].copy(), dict(self.styles), time.monotonic())
+        self._undo.append(step)
+        self._history_nbytes += step.nbytes
+        while self._undo and (len(self._undo) > self.history_limit or self._history_nbytes > self.history_bytes):
+            self.drop_oldest_step()  # may drop this very step when it alone is over the bound
         self.label, self.instance, self.styles = label, instance, dict(styles)
         self.version += 1
         return True
 
-    def _apply(self, step: _Step, before: bool) -> None:
+    def _swap(self, step: _Step) -> None:
+        """Put the step's content in place and keep what it replaced in the step (new arrays: earlier ones
+        handed out stay as they were)."""
         label, instance = self.label.copy(), self.instance.copy()
-        label[step.box] = step.label_before if before else step.label_after
-        instance[step.box] = step.instance_before if before else step.instance_after
-        self.label, self.instance = label, instance
-        self.styles = dict(step.styles_before if before else step.styles_after)
+        held = label[step.box].copy(), instance[step.box].copy(), self.styles
+        label[step.box], instance[step.box] = step.label, step.instance
+        self.label, self.instance, self.styles = label, instance, dict(step.styles)
+        step.label, step.instance, step.styles = held[0], held[1], dict(held[2])
         self.version += 1

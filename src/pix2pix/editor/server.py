@@ -19,7 +19,13 @@ photo and the generation time, so the page holds no state of its own beyond the 
     GET  /api/sessions/{sid}/download/{what}   label.png (ids), instance.png (16-bit ids), result.png
 
 Limits: request bodies of at most 16 MiB, images of at most 4096 x 4096 pixels, ids inside
-the model's classes; dataset files are opened only by a name from the listing. Errors answer
+the model's classes; dataset files are opened only by a name from the listing. Memory: at most
+`max_sessions` documents and `total_pixels` pixels of open documents (the least recently used
+is closed beyond either), undo history of at most `history_bytes` per document and
+`total_history_bytes` over all of them (the oldest steps anywhere are dropped first; each answer's
+"history" says how many steps of this document were dropped since the last answer, and the page
+shows it). Work: a stroke is refused (413) when its cost estimate (segments x brush area) is over
+`max_stroke_work`, and styles when objects x pixels is over `MAX_STYLE_WORK`. Errors answer
 {"error": message} with 400 (bad input), 404 (unknown session or name), 409 or 413.
 """
 
@@ -37,13 +43,16 @@ import numpy as np
 
 from ..data.label_dataset import open_map
 from ..errors import DataError, Pix2PixError
-from ..web import App, HTTPError, Request, Response, json_response
-from .ops import EditDocument, Selection
+from ..web import App, HTTPError, Limits, Request, Response, json_response
+from .ops import HISTORY_BYTES, MAX_STROKE_WORK, EditDocument, Selection, WorkLimitError
 from .session import MAX_SIDE, MIN_SIDE, DatasetFolders, EditorModel, encode_png, render_view
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 << 20  # 16 MiB: two 4096x4096 label maps as base64 PNGs fit comfortably
 MAX_SESSIONS = 32  # the least recently used document is dropped beyond this
+TOTAL_PIXELS = 4 * MAX_SIDE * MAX_SIDE  # open documents together (about 11 bytes a pixel: maps, photo, view)
+TOTAL_HISTORY_BYTES = 1 << 30  # undo + redo of every document together
+MAX_STYLE_WORK = 1 << 28  # styled objects x pixels: generation finds each styled object's class with a pass
 
 __all__ = ["MAX_BODY", "EditorServer", "create_app"]
 
@@ -65,15 +74,25 @@ class _Session:
         self.gen_seconds = 0.0
         self.swatches: tuple[int, int, list[dict[str, Any]]] | None = None  # (version, instance, swatches)
         self.rng = np.random.default_rng(secrets.randbits(63))
+        self.reported_dropped = 0  # history steps dropped that earlier answers told the page about
+
+    @property
+    def pixels(self) -> int:
+        return int(self.doc.shape[0] * self.doc.shape[1])
 
 
 class EditorServer:
     """The sessions and the route handlers of one editor app."""
 
-    def __init__(self, model: EditorModel, data: str | Path | None = None, max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(self, model: EditorModel, data: str | Path | None = None, max_sessions: int = MAX_SESSIONS, *,
+                 total_pixels: int = TOTAL_PIXELS, history_bytes: int = HISTORY_BYTES,
+                 total_history_bytes: int = TOTAL_HISTORY_BYTES, max_stroke_work: int = MAX_STROKE_WORK) -> None:
         self.model = model
         self.dataset = DatasetFolders(data) if data is not None else None
         self.max_sessions = max_sessions
+        self.total_pixels = total_pixels
+        self.total_history_bytes = total_history_bytes
+        self.doc_options = {"history_bytes": history_bytes, "max_stroke_work": max_stroke_work}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -88,12 +107,40 @@ class EditorServer:
             return session
 
     def _add(self, doc: EditDocument, name: str) -> _Session:
-        session = _Session(secrets.token_urlsafe(12), doc, name)
+        session = _Session(secrets.token_urlsafe(16), doc, name)
         with self._lock:
             self._sessions[session.sid] = session
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            pixels = sum(s.pixels for s in self._sessions.values())
+            while len(self._sessions) > 1 and (len(self._sessions) > self.max_sessions or pixels > self.total_pixels):
+                _, closed = self._sessions.popitem(last=False)  # the least recently used
+                pixels -= closed.pixels
         return session
+
+    def _trim_history(self, current: _Session) -> None:
+        """Drop the oldest history steps over all documents until they fit `total_history_bytes`.
+
+        Called with `current.lock` held; other documents are trimmed only when their lock is free at once
+        (never waiting for a second lock, so two trimming requests cannot deadlock)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        total = sum(s.doc.history_nbytes for s in sessions)
+        if total <= self.total_history_bytes:
+            return
+        held: list[_Session] = []
+        for s in sessions:
+            if s is not current and s.lock.acquire(blocking=False):
+                held.append(s)
+        try:
+            usable = [current, *held]
+            while total > self.total_history_bytes:
+                candidates = [s for s in usable if s.doc.oldest_step is not None]
+                if not candidates:
+                    break
+                freed = min(candidates, key=lambda s: s.doc.oldest_step).doc.drop_oldest_step()
+                total -= freed
+        finally:
+            for s in held:
+                s.lock.release()
 
     def _state(self, s: _Session, *, result: bool = True) -> dict[str, Any]:
         """The answer to every edit: maps view, photo (regenerated when the maps changed), selection, history."""
@@ -117,8 +164,11 @@ class EditorServer:
             sel = {"instance": s.selection.instance_id, "class": s.selection.class_id, "style_class": cls,
                    "style": s.selection.style, "clusters": self.model.num_clusters(cls),
                    "pixels": s.selection.pixels, "bbox": [x0, y0, x1, y1], "point": list(s.point or ())}
+        dropped, s.reported_dropped = doc.dropped_steps - s.reported_dropped, doc.dropped_steps
         state = {"session": s.sid, "name": s.name, "width": doc.shape[1], "height": doc.shape[0],
                  "version": doc.version, "can_undo": doc.can_undo, "can_redo": doc.can_redo,
+                 "history": {"undo": doc.undo_steps, "redo": doc.redo_steps, "bytes": doc.history_nbytes,
+                             "dropped": dropped},
                  "selection": sel, "gen_ms": round(s.gen_seconds * 1000, 1), "regenerated": regenerated,
                  "view": _b64(encode_png(view))}
         if result or regenerated:
@@ -143,7 +193,8 @@ class EditorServer:
             if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
                 raise DataError(f"a blank canvas of {width}x{height}: each side must be {MIN_SIDE}..{MAX_SIDE} pixels.")
             fill = body.get("fill")
-            doc = EditDocument.blank(width, height, self.model.space, None if fill is None else _int(body, "fill"))
+            doc = EditDocument.blank(width, height, self.model.space, None if fill is None else _int(body, "fill"),
+                                     **self.doc_options)
             name = f"blank {width}x{height}"
         elif source == "dataset":
             if self.dataset is None:
@@ -155,7 +206,7 @@ class EditorServer:
             label, instance = self.model.read_maps(open_map(label_path),
                                                    open_map(inst_path) if inst_path is not None else None,
                                                    source=label_path.name)
-            doc = EditDocument(label, instance, self.model.space)
+            doc = EditDocument(label, instance, self.model.space, **self.doc_options)
             name = f"{body['split']}/{body['name']}"
         elif source == "upload":
             from .session import decode_image
@@ -165,7 +216,7 @@ class EditorServer:
             label_img = decode_image(body["label"], "uploaded label map")
             inst_img = decode_image(body["instance"], "uploaded instance map") if body.get("instance") else None
             label, instance = self.model.read_maps(label_img, inst_img, source="uploaded")
-            doc = EditDocument(label, instance, self.model.space)
+            doc = EditDocument(label, instance, self.model.space, **self.doc_options)
             name = str(body.get("filename") or "upload")[:100]
         else:
             raise DataError(f"source {source!r}: use 'blank', 'dataset' or 'upload'.")
@@ -208,20 +259,23 @@ class EditorServer:
                         raise DataError(f"object {sel.instance_id} has styles 0..{n - 1}; style {cluster} does not "
                                         "exist." if n else f"object {sel.instance_id} has no styles: "
                                         f"{self.model.styles_note()}")
+                    self._check_style_work(doc, {**doc.styles, sel.instance_id: cluster})
                 doc.set_style(sel.instance_id, cluster)
             elif op == "randomize":
                 if body.get("all"):
-                    ids = [int(i) for i in np.unique(doc.instance)]
+                    ids, classes = _object_classes(doc.label, doc.instance, self.model.space.label_nc)
                 else:
                     ids = [self._selected(s).instance_id]
+                    classes = [self.model.object_class(doc.label, doc.instance, ids[0])]
                 choices = {}
-                for i in ids:
-                    n = self.model.num_clusters(self.model.object_class(doc.label, doc.instance, i))
+                for i, c in zip(ids, classes, strict=True):
+                    n = self.model.num_clusters(c)
                     if n > 1:  # a new draw that differs from the current style
                         current = doc.styles.get(i, 0)
                         choices[i] = int((current + 1 + s.rng.integers(n - 1)) % n)
                 if not choices and not body.get("all"):
                     raise DataError(f"this object has fewer than two styles to choose from. {self.model.styles_note()}")
+                self._check_style_work(doc, {**doc.styles, **choices})
                 doc.set_styles(choices)
             elif op == "undo":
                 doc.undo()
@@ -230,6 +284,7 @@ class EditorServer:
             else:
                 raise DataError(f"unknown edit {op!r}: use stroke, erase, fill, select, deselect, relabel, style, "
                                 "randomize, undo or redo.")
+            self._trim_history(s)
             return json_response(self._state(s, result=result))
 
     def swatches(self, request: Request) -> Response:
@@ -269,10 +324,29 @@ class EditorServer:
                         {"Content-Disposition": f'attachment; filename="{stem}_{what}"', "Cache-Control": "no-store"})
 
     @staticmethod
+    def _check_style_work(doc: EditDocument, styles: dict[int, int]) -> None:
+        work = len(styles) * doc.shape[0] * doc.shape[1]
+        if work > MAX_STYLE_WORK:
+            most = max(1, MAX_STYLE_WORK // (doc.shape[0] * doc.shape[1]))
+            raise WorkLimitError(f"{len(styles)} objects with a chosen style on a {doc.shape[1]}x{doc.shape[0]} map "
+                                 f"would make every photo cost {work:,} pixel passes; at this size at most {most} "
+                                 "objects can have a style: set some back to the default, or edit a smaller map.")
+
+    @staticmethod
     def _selected(s: _Session) -> Selection:
         if s.selection is None or s.point is None:
             raise DataError("no object is selected: select one first (the select tool, or {\"op\": \"select\"}).")
         return s.selection
+
+
+def _object_classes(label: np.ndarray, instance: np.ndarray, label_nc: int) -> tuple[list[int], list[int]]:
+    """Every instance id and its majority label, in one pass (not a pass per object)."""
+    ids, inverse = np.unique(instance, return_inverse=True)
+    if len(ids) * label_nc > 1 << 26:
+        raise WorkLimitError(f"the map has {len(ids)} objects; randomising all of them is limited to "
+                             f"{(1 << 26) // label_nc}: randomise objects one at a time.")
+    votes = np.bincount(inverse.reshape(-1) * label_nc + label.reshape(-1), minlength=len(ids) * label_nc)
+    return [int(i) for i in ids], [int(c) for c in votes.reshape(len(ids), label_nc).argmax(1)]
 
 
 def _int(body: dict, key: str) -> int:
@@ -298,15 +372,21 @@ def _points(body: dict) -> list[list[float]]:
     return points
 
 
-def create_app(model: EditorModel, data: str | Path | None = None, *, max_sessions: int = MAX_SESSIONS) -> App:
+def create_app(model: EditorModel, data: str | Path | None = None, *, max_sessions: int = MAX_SESSIONS,
+               total_pixels: int = TOTAL_PIXELS, history_bytes: int = HISTORY_BYTES,
+               total_history_bytes: int = TOTAL_HISTORY_BYTES, max_stroke_work: int = MAX_STROKE_WORK,
+               limits: Limits | None = None) -> App:
     """The editor as an `App` (serve it with `pix2pix.web.serve_forever` or `serve_in_thread`)."""
-    server = EditorServer(model, data, max_sessions)
-    app = App("pix2pix-editor", max_body=MAX_BODY)
+    server = EditorServer(model, data, max_sessions, total_pixels=total_pixels, history_bytes=history_bytes,
+                          total_history_bytes=total_history_bytes, max_stroke_work=max_stroke_work)
+    app = App("pix2pix-editor", max_body=MAX_BODY, limits=limits)
 
     def guarded(handler):
         def run(request: Request) -> Response:
             try:
                 return handler(request)
+            except WorkLimitError as exc:  # too much work for one request: what to do instead
+                raise HTTPError(413, str(exc)) from None
             except Pix2PixError as exc:  # the user's input: a 400 that says what to fix
                 raise HTTPError(400, str(exc)) from None
         return run

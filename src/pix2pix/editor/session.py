@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -33,13 +32,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..clusters import Clusters
 from ..data.images import IMAGE_EXTENSIONS, tensor_to_array
+from ..data.label_dataset import is_kind, pair_key, sibling_folder
 from ..data.label_sets import LabelSet, get_label_set
+from ..data.labels import cityscapes_instance_class, map_label_ids
 from ..errors import CheckpointError, ConfigError, DataError
-from ..features import Clusters, resolve_model_dir
-from ..io.pretrained import read_config
-from ..models import run_padded
-from .ops import INSTANCE_MULTIPLIER, LabelSpace
+from ..inference import BaseTranslator, load_translator
+from ..io.model_card import ModelCard
+from ..io.model_dir import recorded_data_root, resolve_model_dir
+from .ops import LabelSpace
 
 MAX_SIDE = 4096  # uploads and blank canvases: at most 4096 x 4096 pixels
 MIN_SIDE = 8
@@ -187,8 +189,6 @@ class DatasetFolders:
     """
 
     def __init__(self, root: str | Path) -> None:
-        from ..data.label_dataset import _NOT_INSTANCE, _NOT_LABEL, pair_key
-
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"dataset folder {self.root} does not exist: pass --data DIR (a folder with "
@@ -199,13 +199,13 @@ class DatasetFolders:
             if not (folder.is_dir() and folder.name.endswith(_LABEL_SUFFIX)):
                 continue
             split = folder.name[:-len(_LABEL_SUFFIX)] or "label"
-            inst_folder = folder.with_name(folder.name[:-len(_LABEL_SUFFIX)] + "_inst")
+            inst_folder = sibling_folder(folder, "inst")
             instances = {}
-            if inst_folder.is_dir():
+            if inst_folder is not None:
                 instances = {pair_key(p): p for p in sorted(inst_folder.iterdir()) if p.is_file()
-                             and p.suffix.lower() in IMAGE_EXTENSIONS and not _NOT_INSTANCE.search(p.stem)}
+                             and p.suffix.lower() in IMAGE_EXTENSIONS and is_kind(p, "inst")}
             for p in sorted(folder.iterdir()):
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _NOT_LABEL.search(p.stem):
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and is_kind(p, "label"):
                     self._items[(split, p.name)] = (p, instances.get(pair_key(p)))
         if not self._items:
             raise DataError(f"{self.root} has no label maps: expected folders like train_label/ and test_label/ "
@@ -221,18 +221,6 @@ class DatasetFolders:
         return self._items[key]
 
 
-def recorded_data_root(model_dir: Path) -> Path | None:
-    """The data folder a training run recorded (RUN/config.json beside RUN/model), if it still exists."""
-    run_config = model_dir.parent / "config.json"
-    if not run_config.is_file() or run_config.resolve() == (model_dir / "config.json").resolve():
-        return None
-    try:
-        root = json.loads(run_config.read_text()).get("data", {}).get("root", "")
-    except (ValueError, AttributeError):
-        return None
-    return Path(root) if root and Path(root).is_dir() else None
-
-
 # ----------------------------------------------------------------------------- the model
 
 
@@ -246,21 +234,21 @@ class StylePreview:
     thumbnail: np.ndarray  # uint8 [h, w, 3]
 
 
-def _resolve_label_set(model_dir: Path, data: dict[str, Any], family: str, labels: str | Path | None,
+def _resolve_label_set(model_dir: Path, card: ModelCard, labels: str | Path | None,
                        data_dir: Path | None) -> LabelSet:
     if labels:
         return get_label_set(labels)
-    saved = data.get("label_set")
-    if family == "pix2pixhd" and saved and saved.get("classes"):
-        return LabelSet.from_dict(saved, name=saved.get("name") or "model", source=str(model_dir / "config.json"))
+    saved = card.label_set()
+    if saved is not None:
+        return saved
     for root in (data_dir, recorded_data_root(model_dir)):
         if root is not None and (root / "classes.json").is_file():
             return LabelSet.from_classes_json(root / "classes.json")
-    if family == "pix2pixhd":
-        return LabelSet.from_dict({"label_nc": int(data.get("label_nc", 35))}, name="generated")
-    raise ConfigError(f"{model_dir} is a pix2pix model, which stores no class table: pass --labels NAME (cityscapes, "
-                      "synthetic, ... or a classes.json) or --data DIR with a classes.json, so the editor knows the "
-                      "classes and the colours the model was trained on.")
+    if card.labels is not None:
+        return LabelSet.from_dict({"label_nc": card.labels.label_nc}, name="generated")
+    raise ConfigError(f"{model_dir} is a pix2pix model, which stores no class table: pass --label-set NAME "
+                      "(cityscapes, synthetic, ... or a classes.json) or --data DIR with a classes.json, so the editor "
+                      "knows the classes and the colours the model was trained on.")
 
 
 def _check_clusters(clusters: Clusters, label_set: LabelSet, source: str) -> None:
@@ -283,48 +271,49 @@ def _check_clusters(clusters: Clusters, label_set: LabelSet, source: str) -> Non
 class EditorModel:
     """A saved pix2pix or pix2pixHD model, its classes and clusters, as the editor uses them."""
 
-    def __init__(self, translator: Any, label_set: LabelSet, *, family: str, model_dir: Path | None = None) -> None:
+    def __init__(self, translator: BaseTranslator, label_set: LabelSet, *, model_dir: Path | None = None) -> None:
         self.translator = translator
+        self.inputs = translator.inputs()
+        self.family = self.inputs.family
         self.label_set = label_set
-        self.family = family
         self.model_dir = model_dir
         self.palette = label_set.palette_array
         erase = label_set.ignore_id if label_set.ignore_id is not None else 0
         self.space = LabelSpace(label_set.label_nc, frozenset(label_set.instance_classes), erase)
-        self.clusters: Clusters | None = getattr(translator, "clusters", None)
-        self.use_features = bool(getattr(translator, "use_features", False))
+        self.clusters: Clusters | None = self.inputs.clusters
+        self.use_features = self.inputs.features
         self._lock = threading.Lock()  # one generation at a time: concurrent ones only fight over the cores
 
     @classmethod
     def load(cls, model: str | Path, *, clusters: str | Path | None = None, labels: str | Path | None = None,
              data: str | Path | None = None, device: str = "auto") -> EditorModel:
-        """Load a model directory (or a run directory), checking that clusters and classes fit it."""
-        from ..inference.label_translator import load_translator
-
-        model_dir = resolve_model_dir(model)
-        data_cfg = read_config(model_dir).get("data", {})
-        family = data_cfg.get("family", "pix2pix")
-        data_dir = Path(data) if data else None
-        label_set = _resolve_label_set(model_dir, data_cfg, family, labels, data_dir)
+        """Load a model (directory, run, published name), checking that clusters and classes fit it."""
+        model_dir = resolve_model_dir(model, progress=True)
+        card = ModelCard.read(model_dir)
+        label_set = _resolve_label_set(model_dir, card, labels, Path(data) if data else None)
         loaded = None
         if clusters is not None:
-            if family != "pix2pixhd" or not data_cfg.get("use_features", False):
-                what = "a pix2pix model" if family != "pix2pixhd" else "a pix2pixHD model trained without the encoder"
+            if not card.use_features:
+                what = "a pix2pix model" if card.family != "pix2pixhd" else \
+                    "a pix2pixHD model trained without the encoder"
                 raise ConfigError(f"--clusters {clusters}: {model_dir} is {what}, which has no instance features; "
                                   "clusters apply to pix2pixHD models trained with use_features=true.")
-            loaded = Clusters.load(clusters, feat_num=int(data_cfg.get("feat_num", 3)))
-        translator = load_translator(model_dir, device=device, **({"clusters": loaded} if loaded else {}))
-        if family == "pix2pixhd":
-            if int(translator.label_nc) != label_set.label_nc:
+            loaded = Clusters.load(clusters, feat_num=card.feat_num)
+        translator = load_translator(model_dir, device=device, clusters=loaded)
+        inputs = translator.inputs()
+        if inputs.label_ids:
+            model_nc = card.labels.label_nc if card.labels is not None else 0
+            if model_nc != label_set.label_nc:
                 raise ConfigError(f"the label set {label_set.name!r} has {label_set.label_nc} classes but the model "
-                                  f"was trained with label_nc {translator.label_nc}: pass the model's label set.")
-            if translator.clusters is not None:
-                _check_clusters(translator.clusters, label_set, str(translator.clusters.meta.get("path", clusters)))
-        elif translator.lab or translator.colorization or translator.in_channels != 3:
-            raise ConfigError(f"{model_dir} takes {translator.in_channels}-channel "
-                              f"{'Lab ' if translator.lab else ''}images; the editor drives label-map -> photo "
-                              "models, whose input is the colour-coded label map (3 channels, RGB).")
-        return cls(translator, label_set, family=family, model_dir=model_dir)
+                                  f"was trained with label_nc {model_nc}: pass the model's label set.")
+            if inputs.clusters is not None:
+                _check_clusters(inputs.clusters, label_set, str(inputs.clusters.meta.get("path", clusters)))
+        elif inputs.family == "pix2pixhd" or inputs.in_channels != 3 or card.data.color_space != "rgb" \
+                or card.data.layout == "colorization":
+            raise ConfigError(f"{model_dir} takes {inputs.in_channels}-channel images, not label maps the editor "
+                              "can paint: it drives label-map -> photo models (pix2pix: the colour-coded label map "
+                              "as a 3-channel RGB input; pix2pixHD: class ids).")
+        return cls(translator, label_set, model_dir=model_dir)
 
     # -- facts for the page -------------------------------------------------------------------------
     @property
@@ -351,15 +340,14 @@ class EditorModel:
         return {"family": self.family, "model": str(self.model_dir or ""), "label_set": ls.name,
                 "label_nc": ls.label_nc, "classes": classes, "erase_class": self.space.erase_class,
                 "styles": self.has_styles, "styles_note": self.styles_note(),
-                "device": str(getattr(self.translator, "device", "cpu")), "max_side": MAX_SIDE,
-                "uses_instances": bool(getattr(self.translator, "use_instance", False)) or self.use_features}
+                "device": str(self.translator.device), "max_side": MAX_SIDE, "uses_instances": self.inputs.instances}
 
     # -- generation -----------------------------------------------------------------------------------
     def object_class(self, label: np.ndarray, instance: np.ndarray, inst_id: int) -> int:
         """The class of an instance as the feature map sees it: the majority label inside it."""
         inside = label[instance == inst_id]
         if inside.size == 0:
-            return int(inst_id) // INSTANCE_MULTIPLIER if inst_id >= INSTANCE_MULTIPLIER else int(inst_id)
+            return int(cityscapes_instance_class(int(inst_id)))
         return int(np.bincount(inside).argmax())
 
     def valid_styles(self, label: np.ndarray, instance: np.ndarray, styles: dict[int, int]) -> dict[int, int]:
@@ -379,7 +367,7 @@ class EditorModel:
         """(the photo, uint8 [H, W, 3]; seconds the model took, input preparation and read-back included)."""
         with self._lock:
             start = time.perf_counter()
-            if self.family == "pix2pixhd":
+            if self.inputs.label_ids:
                 lab, inst = self._map_tensors(label, instance)
                 choices = self.valid_styles(label, instance, styles) if self.has_styles else None
                 out = self.translator.translate_tensor(lab, inst, features=self._features_mode(), choices=choices)
@@ -404,18 +392,10 @@ class EditorModel:
         y0, y1, x0, x1 = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
         lab_c, inst_c, mask_c = label[y0:y1, x0:x1], instance[y0:y1, x0:x1], mask[y0:y1, x0:x1]
         base = self.valid_styles(lab_c, inst_c, styles)
-        tr = self.translator
         with self._lock:
             lab, inst = self._map_tensors(lab_c, inst_c)
-            lab, inst = lab.to(tr.device), inst.to(tr.device)
-            cond = tr.inputs.encode(lab, inst if tr.use_instance else None)
-            outs = []
-            for first in range(0, k_total, batch):
-                ks = range(first, min(first + batch, k_total))
-                feats = torch.cat([tr.feature_channels(lab, inst, features="cluster", choices={**base, inst_id: k})
-                                   for k in ks])
-                x = torch.cat([cond.expand(len(ks), -1, -1, -1), feats.to(cond.dtype)], 1)
-                outs += [tensor_to_array(o) for o in run_padded(tr.generator, x)]
+            variants = self.translator.style_variants(lab, inst, inst_id, list(range(k_total)), base, batch=batch)
+        outs = [tensor_to_array(o) for o in variants]
         counts = self.clusters.counts.get(class_id, []) if self.clusters is not None else []
         scale = thumb / max(mask_c.shape)
         size = (max(1, round(mask_c.shape[1] * scale)), max(1, round(mask_c.shape[0] * scale)))
@@ -431,6 +411,9 @@ class EditorModel:
                   source: str = "upload") -> tuple[np.ndarray, np.ndarray | None]:
         """(label ids, instance ids or None) from images, checked against the model's classes."""
         label = label_ids(label_img, self.palette, f"the {source} label map")
+        labels = self.translator.card.labels  # ids as training read them: unlabeled values, ignore_index
+        label = map_label_ids(label, self.space.label_nc, label_set=self.label_set,
+                              ignore_index=labels.ignore_index if labels is not None else None)
         if label.min() < 0 or label.max() >= self.space.label_nc:
             bad = np.unique(label[(label < 0) | (label >= self.space.label_nc)])[:10].tolist()
             raise DataError(f"the {source} label map holds ids {bad}, outside this model's classes "

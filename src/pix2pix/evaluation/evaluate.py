@@ -35,10 +35,11 @@ from tqdm import tqdm
 from ..data.images import list_images, load_image, save_image
 from ..data.label_sets import LabelSet
 from ..errors import ConfigError, DataError
+from ..inference import load_translator
 from ..io.atomic import write_json, write_text
+from ..runtime import as_device
 from .metrics import l1_error, psnr, ssim
 from .segmentation import (
-    IGNORE,
     LoadedSegmenter,
     confusion_matrix,
     predict_classes,
@@ -276,21 +277,6 @@ class TranslatedSplit:
     notes: list[str]
 
 
-def _eval_geometry(data: dict[str, Any]) -> tuple[str, int, int]:
-    """The deterministic test-time version of a model's preprocessing: (preprocess, load_size, crop_size).
-
-    As the reference's test options, a resize-and-crop model sees its inputs resized to crop_size (no
-    crop); a scale-width-and-crop model sees the full image scaled to load_size.
-    """
-    mode = data.get("preprocess", "resize_and_crop")
-    load, crop = int(data.get("load_size", 286)), int(data.get("crop_size", 256))
-    if mode == "resize_and_crop":
-        return mode, crop, crop
-    if mode == "scale_width_and_crop":
-        return "scale_width", load, crop
-    return mode, load, crop
-
-
 def _save_ids(ids: np.ndarray, path: Path) -> None:
     """An id map as an 8-bit PNG (16-bit when ids exceed 254); IGNORE is stored as the largest value."""
     big = ids.max(initial=0) > 254
@@ -302,100 +288,32 @@ def _save_ids(ids: np.ndarray, path: Path) -> None:
 def translate_split(model: str | Path, data_root: str | Path, out_dir: str | Path, *, phase: str = "test",
                     label_set: LabelSet | None = None, device: str | torch.device = "auto",
                     progress: bool = False) -> TranslatedSplit:
-    """Translate `phase` of `data_root` with a saved model into out_dir/{real,fake}; with `label_set`,
-    also write the label maps (the inputs, as class ids) into out_dir/labels."""
-    from ..features import resolve_model_dir
-    from ..io.pretrained import read_config
-
-    model_dir = resolve_model_dir(model)
-    data = read_config(model_dir).get("data", {})
+    """Translate `phase` of `data_root` with a saved model (either family) into out_dir/{real,fake}; with
+    `label_set`, also write the label maps (the inputs, as class ids) into out_dir/labels."""
+    translator = load_translator(model, device=device)
     out_dir = Path(out_dir)
     dirs = {k: out_dir / k for k in ("real", "fake", "labels")}
-    if data.get("family") == "pix2pixhd":
-        notes = _translate_hd(model_dir, data, data_root, phase, dirs, label_set, device, progress)
-    else:
-        notes = _translate_pix2pix(model_dir, data, data_root, phase, dirs, label_set, device, progress)
+    count = 0
+    for pair in translator.test_pairs(data_root, phase, label_set=label_set, progress=progress):
+        save_image(pair.fake, dirs["fake"] / f"{pair.key}.png")
+        save_image(pair.real, dirs["real"] / f"{pair.key}.png")
+        if pair.label_ids is not None:
+            _save_ids(pair.label_ids, dirs["labels"] / f"{pair.key}.png")
+        count += 1
+    notes = [f"translated {count} images of {Path(data_root)} ({phase}) with {translator.describe()}, "
+             f"preprocessed as at test time"]
+    inputs = translator.inputs()
+    if inputs.features:
+        notes.append("instance features: " + ("cluster 0 of each class" if inputs.clusters is not None
+                                              else "zero (the model directory has no clusters)"))
     return TranslatedSplit(dirs["real"], dirs["fake"], dirs["labels"] if label_set is not None else None, notes)
-
-
-def _translate_pix2pix(model_dir: Path, data: dict[str, Any], root: str | Path, phase: str, dirs: dict[str, Path],
-                       label_set: LabelSet | None, device: str | torch.device, progress: bool) -> list[str]:
-    from ..config import DataConfig
-    from ..data.paired import PairedDataset
-    from ..data.transforms import apply_params, sample_params
-    from ..inference import Translator
-
-    translator = Translator.from_pretrained(model_dir, device=device)
-    mode, load, crop = _eval_geometry(data)
-    cfg = DataConfig(direction=data.get("direction", "AtoB"), layout=data.get("layout", "auto"),
-                     color_space=data.get("color_space", "rgb"), preprocess=mode, load_size=load, crop_size=crop,
-                     flip=False)
-    ds = PairedDataset(root, phase, data=cfg, in_channels=translator.in_channels,
-                       out_channels=translator.out_channels, train=False)
-    if label_set is not None and ds.layout == "colorization":
-        raise ConfigError("a colorization model's inputs are not label maps: drop --segmenter.")
-    for i in tqdm(range(len(ds)), disable=not progress, unit="img"):
-        item = ds[i]
-        stem = Path(item["path"]).stem
-        fake = translator.translate_tensor(item["A"][None])[0]
-        save_image(translator.output_to_image(fake, item["A"]), dirs["fake"] / f"{stem}.png")
-        save_image(translator.output_to_image(item["B"], item["A"]), dirs["real"] / f"{stem}.png")
-        if label_set is not None:  # the input side, decoded at full size, then resized like the images
-            a, b = ds._load_pair(ds.items[i])
-            raw = b if cfg.direction == "BtoA" else a
-            ids = read_label_ids(raw, label_set).numpy().astype(np.int32)
-            params = sample_params(raw.size, mode, load, crop, flip=False, rng=None, source=item["path"])
-            lab = apply_params(Image.fromarray(ids), params, Image.NEAREST)  # 32-bit ids keep IGNORE
-            _save_ids(np.asarray(lab).astype(np.int64), dirs["labels"] / f"{stem}.png")
-    return [f"translated {len(ds)} images of {Path(root) / phase} with {model_dir} ({mode}, {crop}px)"]
-
-
-def _translate_hd(model_dir: Path, data: dict[str, Any], root: str | Path, phase: str, dirs: dict[str, Path],
-                  label_set: LabelSet | None, device: str | torch.device, progress: bool) -> list[str]:
-    from ..data.images import tensor_to_image
-    from ..data.label_dataset import LabelDataset, pair_key
-    from ..inference.label_translator import LabelTranslator
-
-    translator = LabelTranslator.from_pretrained(model_dir, device=device)
-    if label_set is not None and translator.label_nc and label_set.label_nc != translator.label_nc:
-        raise ConfigError(f"the segmenter's label set {label_set.name!r} has {label_set.label_nc} classes but the "
-                          f"model's label maps have {translator.label_nc}: use a segmenter trained on these labels.")
-    mode, load, crop = _eval_geometry(data)
-    ignore = data.get("ignore_index", -1)
-    ds = LabelDataset(root, phase, label_nc=translator.label_nc, use_instance=translator.use_instance,
-                      preprocess=mode, load_size=load, crop_size=crop, flip=False, train=False,
-                      ignore_index=None if ignore is None or int(ignore) < 0 else int(ignore),
-                      palette=translator.palette)
-    if not ds.has_images:
-        raise DataError(f"{root}: the {phase} split has no photos ({phase}_img/) to compare with: evaluate a split "
-                        "that has them.")
-    features = "cluster" if translator.clusters is not None else "zero"
-    notes = [f"translated {len(ds)} label maps of {Path(root)} ({phase}) with {model_dir}"]
-    if translator.use_features:
-        notes.append(f"instance features: {features}" + ("" if features == "cluster" else
-                                                         " (the model directory has no clusters)"))
-    for i in tqdm(range(len(ds)), disable=not progress, unit="img"):
-        item = ds[i]
-        key = pair_key(item["path"])
-        inst = item.get("instance")
-        fake = translator.translate_tensor(item["label"][None], None if inst is None else inst[None],
-                                           features=features, source=item["path"])[0]
-        save_image(tensor_to_image(fake.float().cpu()), dirs["fake"] / f"{key}.png")
-        save_image(tensor_to_image(item["image"]), dirs["real"] / f"{key}.png")
-        if label_set is not None:
-            ids = item["label"][0].numpy().astype(np.int64)
-            ids[(ids < 0) | (ids >= label_set.label_nc)] = IGNORE
-            _save_ids(ids, dirs["labels"] / f"{key}.png")
-    return notes
 
 
 def evaluate_model(model: str | Path, data_root: str | Path, out_dir: str | Path, *, phase: str = "test",
                    segmenter: LoadedSegmenter | None = None, device: str | torch.device = "auto",
                    progress: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Translate `phase` of `data_root` with `model` into out_dir, evaluate, write the report; returns the result."""
-    from ..runtime import resolve_device
-
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = as_device(device)
     split = translate_split(model, data_root, out_dir, phase=phase,
                             label_set=segmenter.label_set if segmenter is not None else None, device=dev,
                             progress=progress)

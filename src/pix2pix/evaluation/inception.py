@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..io.pretrained import load_state_strict
+from ..io.reference import load_reference_state
+from ..nn.state import load_state_strict, repair_legacy_state
 
 __all__ = ["INCEPTION_FILENAMES", "INCEPTION_ENV", "FIDInceptionV3", "find_inception_weights",
            "load_fid_inception"]
@@ -232,12 +233,10 @@ def inception_search_text() -> str:
 def load_fid_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDInceptionV3:
     """FIDInceptionV3 with the converted TF weights from `path` (weights only, strict; batch-norm counters
     missing from an old file are added, as for reference checkpoints)."""
-    from ..io.reference import _repair, load_reference_state
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: copy {INCEPTION_FILENAMES[0]} there (it cannot be downloaded "
                               "here) or pass --inception-weights FILE.")
     net = FIDInceptionV3()
-    load_state_strict(net, _repair(net, load_reference_state(path)), str(path))
+    load_state_strict(net, repair_legacy_state(net, load_reference_state(path)), str(path))
     return net.to(device)

@@ -33,16 +33,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ..data.label_sets import LabelSet, nearest_palette_ids
+from ..data.label_sets import IGNORE, LabelSet, read_label_ids
 from ..errors import ConfigError, DataError
 
 __all__ = ["IGNORE", "LoadedSegmenter", "SegmentationModel", "SegmentationScores", "confusion_matrix",
            "import_factory", "load_external_segmenter", "predict_classes", "read_label_ids", "scores_from_confusion",
            "segmentation_score"]
 
-IGNORE = -1  # label value of pixels that are not counted
 
 
 @runtime_checkable
@@ -184,29 +182,6 @@ def load_external_segmenter(spec: str, label_set: LabelSet | None, device: torch
 
 
 # ----------------------------------------------------------------------------- labels and prediction
-
-
-def read_label_ids(label_map: str | Path | Image.Image, label_set: LabelSet) -> torch.Tensor:
-    """A label map (file or PIL image) -> int64 [H, W]: ids as stored (8/16-bit or palette PNG), or for a
-    colour-coded image the nearest palette colour's id. The void id and ids outside the label set become
-    `IGNORE`."""
-    from ..data.label_dataset import open_map
-
-    source = str(label_map) if isinstance(label_map, (str, Path)) else "label map"
-    arr = np.asarray(open_map(label_map) if isinstance(label_map, (str, Path)) else label_map)
-    if arr.ndim == 3:
-        rgb = arr[..., :3]
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            arr = rgb[..., 0]
-        else:
-            arr = nearest_palette_ids(np.ascontiguousarray(rgb), label_set)
-    if arr.ndim != 2:
-        raise DataError(f"{source}: a label map must hold [H, W] ids or be an RGB colour-coded image.")
-    ids = torch.from_numpy(arr.astype(np.int64))
-    ids[(ids < 0) | (ids >= label_set.label_nc)] = IGNORE
-    if label_set.ignore_id is not None:
-        ids[ids == label_set.ignore_id] = IGNORE
-    return ids
 
 
 @torch.no_grad()

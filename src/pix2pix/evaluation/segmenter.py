@@ -19,6 +19,7 @@ resolution, before being resized with nearest-neighbour sampling; photos are res
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -37,10 +38,9 @@ from ..data.images import convert_channels, load_image
 from ..data.label_sets import LabelSet
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_json
-from ..io.pretrained import FORMAT_VERSION, load_state_strict, read_config
-from ..models import run_padded
-from ..registry import build_from_arch, create_generator
-from ..runtime import resolve_device
+from ..models import build_from_arch, create_generator, run_padded
+from ..nn.state import load_state_strict
+from ..runtime import as_device
 from .segmentation import IGNORE, LoadedSegmenter, load_external_segmenter, read_label_ids, segmentation_score
 
 __all__ = ["SEGMENTER_WEIGHTS", "SegmentationData", "Segmenter", "build_segmenter", "is_segmenter_dir",
@@ -48,6 +48,7 @@ __all__ = ["SEGMENTER_WEIGHTS", "SegmentationData", "Segmenter", "build_segmente
            "train_segmenter"]
 
 SEGMENTER_WEIGHTS = "segmenter.safetensors"
+SEGMENTER_FORMAT = 1
 
 
 class Segmenter(nn.Module):
@@ -81,7 +82,7 @@ def save_segmenter(net: Segmenter, directory: str | Path, label_set: LabelSet, i
     with atomic_path(directory / SEGMENTER_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     write_json(directory / "config.json", {
-        "format_version": FORMAT_VERSION, "library": "pix2pix", "kind": "segmenter",
+        "format_version": SEGMENTER_FORMAT, "library": "pix2pix", "kind": "segmenter",
         "segmenter": {"backbone": net.backbone.arch, "n_classes": net.n_classes},
         "input": {"size": list(input_size), "range": "[-1, 1]"},
         "label_set": label_set.to_classes_json(), "training": training or {},
@@ -93,9 +94,24 @@ def is_segmenter_dir(path: str | Path) -> bool:
     return (Path(path) / SEGMENTER_WEIGHTS).is_file()
 
 
+def _read_segmenter_config(directory: Path) -> dict[str, Any]:
+    path = directory / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist: train a segmenter with `pix2pix segmenter train`.") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}): retrain the segmenter.") from None
+    if not isinstance(config, dict) or not isinstance(config.get("format_version"), int) \
+            or config["format_version"] > SEGMENTER_FORMAT:
+        raise CheckpointError(f"{path}: not a segmenter config of format {SEGMENTER_FORMAT} (a newer library's, or "
+                              "edited): retrain the segmenter or upgrade pix2pix.")
+    return config
+
+
 def load_segmenter(directory: str | Path, device: str | torch.device = "cpu") -> LoadedSegmenter:
     directory = Path(directory)
-    config = read_config(directory)
+    config = _read_segmenter_config(directory)
     if config.get("kind") != "segmenter":
         raise CheckpointError(f"{directory} is not a segmenter directory (no \"kind\": \"segmenter\" in its "
                               "config.json): train one with `pix2pix segmenter train`.")
@@ -109,7 +125,7 @@ def load_segmenter(directory: str | Path, device: str | torch.device = "cpu") ->
     load_state_strict(net, state, str(weights))
     label_set = LabelSet.from_dict(config["label_set"], name=config["label_set"].get("name", "custom"),
                                    source=str(directory / "config.json"))
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = as_device(device)
     size = config.get("input", {}).get("size")
     return LoadedSegmenter(net.to(dev).eval(), label_set, tuple(size) if size else None, name=str(directory),
                            device=dev)
@@ -118,7 +134,7 @@ def load_segmenter(directory: str | Path, device: str | torch.device = "cpu") ->
 def resolve_segmenter(spec: str | Path, label_set: LabelSet | None = None,
                       device: str | torch.device = "cpu") -> LoadedSegmenter:
     """A segmenter directory, or `module:factory` / `file.py:factory` for an external model."""
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = as_device(device)
     if is_segmenter_dir(spec):
         seg = load_segmenter(spec, dev)
         if label_set is not None and label_set.label_nc != seg.n_classes:
@@ -213,7 +229,7 @@ def load_segmentation_data(root: str | Path, phase: str, label_set: LabelSet, si
         if ds.layout == "colorization":
             raise DataError(f"{root} is a colorization dataset: it has no label maps to train a segmenter on.")
         if side == "auto":
-            probe = [ds._load_pair(it) for it in ds.items[:8]]
+            probe = [ds.load_pair(i) for i in range(min(8, len(ds)))]
             dist_a = float(np.mean([_palette_distance(a, label_set) for a, _ in probe]))
             dist_b = float(np.mean([_palette_distance(b, label_set) for _, b in probe]))
             if min(dist_a, dist_b) > 0.5 * max(dist_a, dist_b):
@@ -222,8 +238,8 @@ def load_segmentation_data(root: str | Path, phase: str, label_set: LabelSet, si
             side = "A" if dist_a < dist_b else "B"
 
         def pairs():
-            for it in ds.items:
-                a, b = ds._load_pair(it)
+            for i, it in enumerate(ds.items):
+                a, b = ds.load_pair(i)
                 photo, lab = (b, a) if side == "A" else (a, b)
                 yield Path(it.a).stem, photo, lab, str(it.a)
 
@@ -256,7 +272,7 @@ def train_segmenter(data: SegmentationData, *, steps: int = 2000, max_seconds: f
     """Cross-entropy training with random horizontal flips; stops after `steps` or `max_seconds`."""
     if steps < 1:
         raise ConfigError(f"steps {steps}: train for at least one step.")
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = as_device(device)
     torch.manual_seed(seed)
     net = build_segmenter(data.label_set.label_nc, data.size, ngf=ngf).to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)

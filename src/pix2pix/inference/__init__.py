@@ -1,6 +1,13 @@
-"""Inference: `Translator.from_pretrained(dir)(image)`, `LabelTranslator` for pix2pixHD, `load_translator`."""
+"""Inference for both families behind one interface (`BaseTranslator`); `load_translator` picks the family.
 
-from .label_translator import LabelTranslator, load_translator
+    translator = load_translator("runs/00003-facades")   # Translator (pix2pix) or LabelTranslator (pix2pixHD)
+"""
+
+from __future__ import annotations
+
+from .base import BaseTranslator, ModelInputs, TestPair, check_options, load_translator
+from .label_translator import LabelTranslator
 from .translator import Translator
 
-__all__ = ["LabelTranslator", "Translator", "load_translator"]
+__all__ = ["BaseTranslator", "LabelTranslator", "ModelInputs", "TestPair", "Translator", "check_options",
+           "load_translator"]

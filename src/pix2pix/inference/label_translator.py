@@ -16,13 +16,14 @@ Models trained with the feature encoder need per-instance features; ``features=`
 of a real image, ``style_image``) or ``"zero"``. Clusters come from `pix2pix features` and are
 loaded from the model directory when present (see `pix2pix.features`).
 
-`load_translator(dir)` returns a `Translator` or a `LabelTranslator` by the saved model's family.
+`pix2pix.inference.load_translator(dir)` returns a `Translator` or a `LabelTranslator` by the saved
+model's family.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,26 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
+from ..clusters import CLUSTERS_WEIGHTS, Clusters
+from ..data.for_model import model_dataset
 from ..data.images import convert_channels, image_to_tensor, load_image, save_image, tensor_to_image
+from ..data.label_dataset import is_kind, match_by_key, open_map, pair_key, sibling_folder
 from ..data.label_inputs import LabelInputs
+from ..data.label_sets import IGNORE, colorize, generate_palette, nearest_palette_ids
+from ..data.labels import map_label_ids
 from ..errors import CheckpointError, ConfigError, DataError, Pix2PixError
-from ..features import CLUSTERS_WEIGHTS, FEATURE_MODES, Clusters, feature_map, load_encoder, resolve_model_dir
-from ..io.pretrained import from_pretrained, read_config
+from ..io.model_card import ModelCard
+from ..io.pretrained import load_network
 from ..models import run_padded
-from ..runtime import resolve_device
+from ..runtime import as_device
+from .base import BaseTranslator, ModelInputs, TestPair
+from .feature_map import FEATURE_MODES, feature_map
 
 MapLike = Image.Image | np.ndarray | torch.Tensor
 
-__all__ = ["LabelTranslator", "file_seed", "load_translator", "match_by_key"]
+__all__ = ["LabelTranslator", "file_seed"]
 
 
 def _ids_from_array(arr: np.ndarray, what: str, palette: np.ndarray | None, source: str) -> np.ndarray:
@@ -53,8 +62,6 @@ def _ids_from_array(arr: np.ndarray, what: str, palette: np.ndarray | None, sour
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
             arr = rgb[..., 0]
         elif palette is not None and what == "label":
-            from ..data.label_sets import nearest_palette_ids
-
             arr = nearest_palette_ids(np.ascontiguousarray(rgb.astype(np.uint8)), palette)
         else:
             raise DataError(f"{source}: the {what} map is a colour image; {what} maps hold one integer id per "
@@ -77,92 +84,65 @@ def _pil_ids(img: Image.Image, what: str, palette: np.ndarray | None, source: st
     return _ids_from_array(np.asarray(img), what, palette, source)
 
 
-def match_by_key(label_paths: Sequence[Path], folder: str | Path, what: str,
-                 skip: Any = None) -> dict[Path, Path]:
-    """For each label file, the file in `folder` with the same stem or Cityscapes prefix (`pair_key`)."""
-    from ..data.images import list_images
-    from ..data.label_dataset import pair_key
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{what} folder {folder} does not exist.")
-    by_key: dict[str, Path] = {}
-    for p in list_images(folder):
-        if skip is not None and skip.search(p.stem):
-            continue
-        by_key.setdefault(pair_key(p), p)
-    missing = [p for p in label_paths if pair_key(p) not in by_key]
-    if missing:
-        shown = "\n".join(f"  {p}" for p in missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
-        raise DataError(f"{len(missing)} label maps have no {what} in {folder} (matched by file name or "
-                        f"Cityscapes prefix):\n{shown}")
-    return {p: by_key[pair_key(p)] for p in label_paths}
-
-
 def file_seed(seed: int, key: str) -> int:
     """The random-feature seed of one file: depends on the seed and the file's key, not the file order."""
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode("utf-8"))) % (2**63)
 
 
-class LabelTranslator:
+class LabelTranslator(BaseTranslator):
     """A pix2pixHD generator (+ feature encoder and clusters) and the label encoding it was trained with."""
 
-    def __init__(self, generator: nn.Module, data: Mapping[str, Any], *, encoder: nn.Module | None = None,
+    family = "pix2pixhd"
+    load_options = frozenset({"clusters"})
+    file_options = frozenset({"instance_dir", "features", "choices", "cluster", "style_dir", "seed"})
+
+    def __init__(self, generator: nn.Module, card: ModelCard, *, encoder: nn.Module | None = None,
                  clusters: Clusters | None = None, device: str | torch.device = "auto") -> None:
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.data = dict(data)
-        self.label_nc = int(self.data.get("label_nc", 35))
-        ignore = self.data.get("ignore_index", -1)
-        self.use_instance = bool(self.data.get("use_instance", True))
-        self.use_features = bool(self.data.get("use_features", False))
-        self.feat_num = int(self.data.get("feat_num", 3))
-        self.inputs = LabelInputs(self.label_nc, self.use_instance,
-                                  None if ignore is None or int(ignore) < 0 else int(ignore))
+        if card.labels is None:
+            raise CheckpointError("a pix2pixHD model card needs its 'labels' section.")
+        self.device = as_device(device)
+        self.card = card
+        labels = card.labels
+        self.label_nc = labels.label_nc
+        self.use_instance = labels.use_instance
+        self.use_features = card.use_features
+        self.feat_num = card.feat_num
+        self.encoding = LabelInputs(self.label_nc, self.use_instance,
+                                           labels.ignore_index if labels.ignore_index >= 0 else None)
         self.generator = generator.to(self.device).eval()
         self.encoder = encoder.to(self.device).eval() if encoder is not None else None
-        expected = self.inputs.channels + (self.feat_num if self.use_features else 0)
-        got = getattr(generator, "arch", {}).get("in_channels")
-        if got is not None and int(got) != expected:
-            raise CheckpointError(f"the generator takes {got} input channels, but the saved data settings give "
-                                  f"{expected} (label_nc {self.label_nc}, instance {self.use_instance}, features "
-                                  f"{self.feat_num if self.use_features else 0}): the model directory is inconsistent.")
+        if self.use_features and self.encoder is None:
+            raise CheckpointError("this model uses instance features but no encoder was given.")
         if clusters is not None and self.use_features:
             clusters.check_feat_num(self.feat_num)
         self.clusters = clusters
-        label_set = self.data.get("label_set")
-        self.palette = None
-        if label_set and label_set.get("classes"):
-            from ..data.label_sets import LabelSet
-
-            self.palette = LabelSet.from_dict(label_set).palette_array
+        label_set = card.label_set()
+        self.label_set = label_set
+        self.palette = label_set.palette_array if label_set is not None else None
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "auto",
-                        clusters: Clusters | str | Path | None = None) -> LabelTranslator:
+    def from_card(cls, model_dir: Path, card: ModelCard, *, device: str | torch.device = "auto",
+                  clusters: Clusters | str | Path | None = None) -> LabelTranslator:
         """Load G (and E when the model uses features, and clusters.safetensors from the directory if there).
 
         `clusters`: a `Clusters`, a path to clusters (directory or file), or None for the model's own.
         """
-        directory = resolve_model_dir(directory)
-        config = read_config(directory)
-        data = config.get("data", {})
-        if data.get("family") != "pix2pixhd":
-            raise CheckpointError(f"{directory} holds a {data.get('family', 'pix2pix')} model, not pix2pixHD: "
-                                  "use Translator (or load_translator, which picks the right one).")
-        dev = resolve_device(device) if isinstance(device, str) else device
-        generator = from_pretrained(directory, device=dev)
-        encoder = None
-        use_features = bool(data.get("use_features", False))
-        if use_features and "encoder" in config:
-            encoder, _ = load_encoder(directory, dev)
-        feat_num = int(data.get("feat_num", 3))
+        dev = as_device(device)
+        generator = load_network(model_dir, card, "generator", dev)
+        encoder = load_network(model_dir, card, "encoder", dev) if card.use_features else None
         if isinstance(clusters, (str, Path)):
-            clusters = Clusters.load(clusters, feat_num=feat_num if use_features else None)
-        elif clusters is None and use_features and (directory / CLUSTERS_WEIGHTS).is_file():
-            clusters = Clusters.load(directory, feat_num=feat_num)
-        translator = cls(generator, data, encoder=encoder, clusters=clusters, device=dev)
-        translator.model_dir = directory
+            clusters = Clusters.load(clusters, feat_num=card.feat_num if card.use_features else None)
+        elif clusters is None and card.use_features and (model_dir / CLUSTERS_WEIGHTS).is_file():
+            clusters = Clusters.load(model_dir, feat_num=card.feat_num)
+        translator = cls(generator, card, encoder=encoder, clusters=clusters, device=dev)
+        translator.model_dir = model_dir
         return translator
+
+    def inputs(self) -> ModelInputs:
+        return ModelInputs("pix2pixhd", self.encoding.channels, self.card.out_channels,
+                           label_set=self.label_set, label_ids=self.label_nc > 0,
+                           instances=self.use_instance or self.use_features, features=self.use_features,
+                           clusters=self.clusters, feature_modes=FEATURE_MODES if self.use_features else ())
 
     # -- input conversion --------------------------------------------------------------------------
     def _map_tensor(self, x: MapLike, what: str, source: str = "") -> tuple[torch.Tensor, bool]:
@@ -184,7 +164,7 @@ class LabelTranslator:
             if t.dim() != 4 or t.shape[1] != 1:
                 raise DataError(f"the {what} tensor has shape {tuple(x.shape)}: use [H, W], [1, H, W] or "
                                 "[B, 1, H, W] ids.")
-            return t.to(self.device).long(), True
+            return self._read_ids(t.to(self.device).long(), what), True
         if isinstance(x, Image.Image):
             arr = _pil_ids(x, what, self.palette, source)
         elif isinstance(x, np.ndarray):
@@ -192,7 +172,13 @@ class LabelTranslator:
         else:
             raise Pix2PixError(f"cannot read a {type(x).__name__} as a {what} map: pass a PIL image, a numpy "
                                "array or a tensor.")
-        return torch.from_numpy(arr)[None, None].to(self.device), False
+        return self._read_ids(torch.from_numpy(arr)[None, None].to(self.device), what), False
+
+    def _read_ids(self, ids: torch.Tensor, what: str) -> torch.Tensor:
+        """Label ids as training read them (`map_label_ids`: the label set's unlabeled values, ignore_index)."""
+        if what != "label" or self.label_nc == 0:
+            return ids
+        return map_label_ids(ids, self.label_nc, ignore_index=self.encoding.ignore_index, label_set=self.label_set)
 
     def _rgb_tensor(self, x: MapLike, what: str, source: str = "") -> tuple[torch.Tensor, bool]:
         """An RGB image as float [B, 3, H, W] in [-1, 1] on the device, and whether the input was a tensor."""
@@ -252,7 +238,7 @@ class LabelTranslator:
             if instance.shape[0] != label.shape[0] or instance.shape[-2:] != label.shape[-2:]:
                 raise DataError(f"{source or 'the instance map'}: the instance map is {tuple(instance.shape)} but "
                                 f"the label map is {tuple(label.shape)}: give maps of the same size.")
-        cond = self.inputs.encode(label, instance if self.use_instance else None, source=source)
+        cond = self.encoding.encode(label, instance if self.use_instance else None, source=source)
         if self.use_features:
             assert instance is not None
             feats = self.feature_channels(label, instance, features=features, choices=choices,
@@ -284,29 +270,40 @@ class LabelTranslator:
             return out[0] if unbatched else out
         return tensor_to_image(out[0].float().cpu())
 
-    def translate_files(self, label_paths: Sequence[str | Path], out_dir: str | Path,
-                        instance_dir: str | Path | None = None, *, features: str = "cluster",
-                        choices: Mapping[int, Any] | None = None, cluster: int = 0,
-                        style_dir: str | Path | None = None, seed: int = 0,
-                        progress: bool = False) -> list[Path]:
+    def translate_files(self, paths: Sequence[str | Path], out_dir: str | Path, *, progress: bool = False,
+                        log: Callable[[str], None] | None = None, instance_dir: str | Path | None = None,
+                        features: str | None = None, choices: Mapping[int, Any] | None = None, cluster: int = 0,
+                        style_dir: str | Path | None = None, seed: int = 0) -> list[Path]:
         """Translate label files into `out_dir` (PNG named by the file's stem, minus a Cityscapes suffix).
 
         Instance maps (and, for features='encode', real images from `style_dir`) are matched to the
-        label files by stem or Cityscapes prefix. Without `instance_dir`, a model using instances
-        takes each label map as its own instance map. Random features use `file_seed(seed, key)`
-        per file, so a file's result does not depend on the other files.
+        label files by stem or Cityscapes prefix. Without `instance_dir`, the ``{phase}_inst/``
+        folder beside a ``{phase}_label/`` folder is used; failing that, a model using instances
+        takes each label map as its own instance map (touching objects of one class merge). Files
+        of another kind in a Cityscapes folder (``*_instanceIds``, ``*_color``, ...) are skipped.
+        Random features use `file_seed(seed, key)` per file, so a file's result does not depend
+        on the other files.
         """
-        from tqdm import tqdm
-
-        from ..data.label_dataset import _NOT_IMAGE, _NOT_INSTANCE, open_map, pair_key
-
-        paths = [Path(p) for p in label_paths]
+        say = log or (lambda _: None)
+        paths = [Path(p) for p in paths if is_kind(p, "label")]
+        if not paths:
+            raise DataError("no label maps among the inputs (only Cityscapes files of other kinds).")
+        features = features or "cluster"
+        if self.use_features and features in ("cluster", "random") and self.clusters is None:
+            raise ConfigError(f"features {features!r} needs clusters: run `pix2pix features RUN --data DIR` first, "
+                              "or pass --clusters FILE, or use --features encode --style-images DIR / --features zero.")
+        if features == "encode" and self.use_features and not style_dir:
+            raise ConfigError("features 'encode' needs real images to encode: pass --style-images DIR.")
+        if instance_dir is None and (self.use_instance or self.use_features):
+            folders = {p.parent for p in paths}
+            instance_dir = sibling_folder(next(iter(folders)), "inst") if len(folders) == 1 else None
+            say(f"instance maps: {instance_dir}" if instance_dir else
+                "no instance maps given: each label map is used as its own instance map (touching objects of "
+                "one class merge)")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        instances = match_by_key(paths, instance_dir, "instance map", _NOT_INSTANCE) if instance_dir else {}
-        styles = match_by_key(paths, style_dir, "style image", _NOT_IMAGE) if style_dir else {}
-        if features == "encode" and self.use_features and not style_dir:
-            raise ConfigError("features='encode' needs real images to encode: pass style_dir (--style-images DIR).")
+        instances = match_by_key(paths, instance_dir, "inst", "instance map") if instance_dir else {}
+        styles = match_by_key(paths, style_dir, "img", "style image") if style_dir else {}
         written: list[Path] = []
         for p in tqdm(paths, disable=not progress, unit="img"):
             key = pair_key(p)
@@ -327,21 +324,52 @@ class LabelTranslator:
             written.append(target)
         return written
 
+    def test_pairs(self, root: str | Path, phase: str = "test", *, label_set: Any = None,
+                   progress: bool = False) -> Iterator[TestPair]:
+        """The split with the model's test-time geometry; features from the clusters (cluster 0) or zeros."""
+        if label_set is not None and self.label_nc and label_set.label_nc != self.label_nc:
+            raise ConfigError(f"the segmenter's label set {label_set.name!r} has {label_set.label_nc} classes but the "
+                              f"model's label maps have {self.label_nc}: use a segmenter trained on these labels.")
+        ds = model_dataset(self.card, root, phase)
+        if not ds.has_images:
+            raise DataError(f"{root}: the {phase} split has no photos ({phase}_img/) to compare with: evaluate a "
+                            "split that has them.")
+        features = "cluster" if self.clusters is not None else "zero"
+        for i in tqdm(range(len(ds)), disable=not progress, unit="img"):
+            item = ds[i]
+            inst = item.get("instance")
+            fake = self.translate_tensor(item["label"][None], None if inst is None else inst[None],
+                                         features=features, source=item["path"])[0]
+            ids = None
+            if label_set is not None:
+                ids = item["label"][0].numpy().astype(np.int64)
+                ids[(ids < 0) | (ids >= label_set.label_nc)] = IGNORE
+            yield TestPair(pair_key(item["path"]), self.label_picture(item["label"]),
+                           tensor_to_image(fake.float().cpu()), tensor_to_image(item["image"]), ids)
 
-def load_translator(directory: str | Path, **kwargs: Any):
-    """A `Translator` (pix2pix) or `LabelTranslator` (pix2pixHD) for the model saved in `directory`.
+    def label_picture(self, label: torch.Tensor) -> Image.Image:
+        """A label map [1, H, W] of ids in the label set's colours (generated ones without a label set); an RGB
+        input [3, H, W] as it is."""
+        if self.label_nc == 0:
+            return tensor_to_image(label.float())
+        palette = self.label_set if self.label_set is not None else \
+            np.asarray(generate_palette(self.label_nc), dtype=np.uint8)
+        return Image.fromarray(colorize(self._read_ids(label.cpu(), "label"), palette))
 
-    Keyword arguments go to the chosen class's `from_pretrained` (device, paper_mode, clusters).
-    """
-    from .translator import Translator
+    @torch.no_grad()
+    def style_variants(self, label: torch.Tensor, instance: torch.Tensor, inst_id: int, clusters: Sequence[int],
+                       choices: Mapping[int, Any] | None = None, batch: int = 4) -> torch.Tensor:
+        """Object `inst_id` under each cluster in `clusters` (the others as `choices` say): [K, 3, H, W].
 
-    directory = resolve_model_dir(directory)
-    family = read_config(directory).get("data", {}).get("family", "pix2pix")
-    if family == "pix2pixhd":
-        if "paper_mode" in kwargs:
-            if kwargs.pop("paper_mode"):
-                raise ConfigError("paper_mode applies to pix2pix models (dropout / batch norm); this is pix2pixHD.")
-        return LabelTranslator.from_pretrained(directory, **kwargs)
-    if kwargs.pop("clusters", None) is not None:
-        raise ConfigError("clusters apply to pix2pixHD models with the feature encoder; this is a pix2pix model.")
-    return Translator.from_pretrained(directory, **kwargs)
+        The label encoding is computed once and the variants run `batch` at a time (the editor's swatches).
+        """
+        label, instance = label.to(self.device), instance.to(self.device).long()
+        cond = self.encoding.encode(label, instance if self.use_instance else None)
+        outs = []
+        for first in range(0, len(clusters), batch):
+            ks = list(clusters[first:first + batch])
+            feats = torch.cat([self.feature_channels(label, instance, features="cluster",
+                                                     choices={**(choices or {}), inst_id: k}) for k in ks])
+            x = torch.cat([cond.expand(len(ks), -1, -1, -1), feats.to(cond.dtype)], 1)
+            outs.append(run_padded(self.generator, x))
+        return torch.cat(outs)

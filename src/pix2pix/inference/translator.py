@@ -1,4 +1,4 @@
-"""Translate images with a saved model, at any size, from PIL images, arrays, tensors or files.
+"""Translate images with a saved pix2pix model, at any size, from PIL images, arrays, tensors or files.
 
     translator = Translator.from_pretrained("runs/00003-facades/model")
     photo = translator(Image.open("labels.png"))
@@ -11,7 +11,7 @@ paper's test protocol (dropout on, batch-norm with the test batch's statistics).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,17 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from ..data.color import lab_channels_to_rgb, lab_image_tensors
+from ..data.for_model import model_dataset, test_geometry
 from ..data.images import convert_channels, image_to_tensor, load_image, save_image, tensor_to_image
-from ..errors import Pix2PixError
-from ..io.pretrained import from_pretrained
+from ..data.label_sets import read_label_ids
+from ..data.transforms import apply_params, sample_params
+from ..errors import ConfigError, Pix2PixError
+from ..io.model_card import ModelCard, NetworkSpec
+from ..io.pretrained import load_network
 from ..models import run_padded
-from ..runtime import resolve_device
+from ..runtime import as_device
+from .base import BaseTranslator, ModelInputs, TestPair
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 
@@ -48,33 +54,37 @@ def paper_test_mode(net: nn.Module) -> Iterator[None]:
                 m.momentum = momentum
 
 
-class Translator:
-    """A generator plus the preprocessing it was trained with."""
+class Translator(BaseTranslator):
+    """A pix2pix generator plus the preprocessing it was trained with (its model card)."""
 
-    def __init__(self, generator: nn.Module, data: dict[str, Any] | None = None, *,
-                 device: str | torch.device = "auto", paper_mode: bool = False) -> None:
-        self.device = resolve_device(device) if isinstance(device, str) else device
+    family = "pix2pix"
+    load_options = frozenset({"paper_mode"})
+    file_options = frozenset({"batch_size"})
+
+    def __init__(self, generator: nn.Module, card: ModelCard | None = None, *, device: str | torch.device = "auto",
+                 paper_mode: bool = False) -> None:
+        self.device = as_device(device)
         self.generator = generator.to(self.device).eval()
-        self.data = dict(data or {})
-        arch = getattr(generator, "arch", {})
-        self.in_channels = int(self.data.get("in_channels", arch.get("in_channels", 3)))
-        self.out_channels = int(self.data.get("out_channels", arch.get("out_channels", 3)))
-        self.lab = self.data.get("color_space") == "lab"
-        self.colorization = self.data.get("layout") == "colorization"
+        self.card = card or getattr(generator, "card", None) or ModelCard(generator=NetworkSpec.of(generator))
+        self.in_channels, self.out_channels = self.card.in_channels, self.card.out_channels
+        self.lab = self.card.data.color_space == "lab"
+        self.colorization = self.card.data.layout == "colorization"
         self.paper_mode = paper_mode
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "auto",
-                        paper_mode: bool = False) -> Translator:
-        net = from_pretrained(directory)
-        return cls(net, net.pretrained_config.get("data", {}), device=device, paper_mode=paper_mode)
+    def from_card(cls, model_dir: Path, card: ModelCard, *, device: str | torch.device = "auto",
+                  paper_mode: bool = False) -> Translator:
+        translator = cls(load_network(model_dir, card), card, device=device, paper_mode=paper_mode)
+        translator.model_dir = model_dir
+        return translator
+
+    def inputs(self) -> ModelInputs:
+        return ModelInputs("pix2pix", self.in_channels, self.out_channels)
 
     # -- input and output conversion -------------------------------------------------------------
     def image_to_input(self, img: Image.Image, source: str | Path = "<image>") -> torch.Tensor:
         """A PIL image as the generator's input tensor [C, H, W]."""
         if self.lab:
-            from ..data.color import lab_image_tensors
-
             return lab_image_tensors(np.asarray(convert_channels(img, 3, source)))[0]
         if self.colorization:
             gray = image_to_tensor(convert_channels(img, 1, source))
@@ -83,8 +93,6 @@ class Translator:
 
     def output_to_image(self, out: torch.Tensor, inp: torch.Tensor) -> Image.Image:
         if self.lab:
-            from ..data.color import lab_channels_to_rgb
-
             out = lab_channels_to_rgb(inp.cpu(), out.cpu())
         return tensor_to_image(out)
 
@@ -99,7 +107,7 @@ class Translator:
         with ctx:
             return run_padded(self.generator, batch)
 
-    def __call__(self, image: ImageLike) -> ImageLike:
+    def __call__(self, image: ImageLike) -> ImageLike:  # type: ignore[override]
         """Translate one image: PIL -> PIL, uint8/float array -> uint8 array, tensor -> tensor."""
         if isinstance(image, torch.Tensor):
             single = image.dim() == 3
@@ -116,9 +124,11 @@ class Translator:
             return self.output_to_image(out, inp)
         raise Pix2PixError(f"cannot translate a {type(image).__name__}: pass a PIL image, a numpy array or a tensor.")
 
-    def translate_files(self, paths: Sequence[Path], out_dir: str | Path, *, batch_size: int = 1,
-                        progress: bool = False) -> list[Path]:
-        """Translate image files into `out_dir` (as PNG, same stem); images of equal size share batches."""
+    def translate_files(self, paths: Sequence[Path], out_dir: str | Path, *, progress: bool = False,
+                        log: Callable[[str], None] | None = None, batch_size: int = 1) -> list[Path]:
+        """Translate image files into `out_dir` (as PNG, same stem); consecutive images of one size share batches."""
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch size {batch_size} must be at least 1.")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         channels = 3 if (self.lab or self.colorization) else self.in_channels
@@ -136,8 +146,29 @@ class Translator:
         for p in tqdm(paths, disable=not progress, unit="img"):
             t = self.image_to_input(load_image(p, channels), p)
             if pending and (t.shape != pending[0][1].shape or len(pending) == batch_size):
-                flush()  # consecutive images of one size share a batch
+                flush()
             pending.append((p, t))
         if pending:
             flush()
         return written
+
+    def test_pairs(self, root: str | Path, phase: str = "test", *, label_set: Any = None,
+                   progress: bool = False) -> Iterator[TestPair]:
+        """The split with the model's test-time geometry; label ids decoded from the input side's colours."""
+        ds = model_dataset(self.card, root, phase)
+        if label_set is not None and ds.layout == "colorization":
+            raise ConfigError("a colorization model's inputs are not label maps: drop the segmenter.")
+        mode, load, crop = test_geometry(self.card.data)
+        for i in tqdm(range(len(ds)), disable=not progress, unit="img"):
+            item = ds[i]
+            fake = self.translate_tensor(item["A"][None])[0]
+            ids = None
+            if label_set is not None:  # the input side, decoded at full size, then resized like the images
+                a, b = ds.load_pair(i)
+                raw = b if self.card.data.direction == "BtoA" else a
+                full = read_label_ids(raw, label_set).numpy().astype(np.int32)
+                params = sample_params(raw.size, mode, load, crop, flip=False, rng=None, source=item["path"])
+                ids = np.asarray(apply_params(Image.fromarray(full), params, Image.NEAREST)).astype(np.int64)
+            shown = item["A"] if item["A"].shape[0] in (1, 3) else item["A"][:1]
+            yield TestPair(Path(item["path"]).stem, tensor_to_image(shown), self.output_to_image(fake, item["A"]),
+                           self.output_to_image(item["B"], item["A"]), ids)

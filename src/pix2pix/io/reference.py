@@ -26,16 +26,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, did_you_mean
+from ..models import create_discriminator, create_generator, list_discriminators, list_generators
 from ..models.pix2pixhd import MultiscaleDiscriminator
-from ..registry import (
-    DISCRIMINATORS,
-    GENERATORS,
-    create_discriminator,
-    create_generator,
-    list_discriminators,
-    list_generators,
-)
-from .pretrained import load_state_strict, safe_torch_load
+from ..nn.state import as_state_dict, load_state_strict, repair_legacy_state
+from .torch_load import safe_torch_load
 
 # Reference discriminator names (--netD) and the registry entries they correspond to.
 REFERENCE_DISCRIMINATORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -50,33 +44,7 @@ def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a reference .pth state_dict safely."""
     state = safe_torch_load(path, "", "only plain state_dicts are accepted: re-save it with "
                             "torch.save(model.state_dict())")
-    return _as_state_dict(state, str(path))
-
-
-def _as_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source} is not a state_dict of tensors.")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
-def _repair(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop legacy instance-norm statistics and add missing batch-norm counters."""
-    modules = dict(net.named_modules())
-    own = net.state_dict()
-    repaired = {}
-    for key, value in state.items():
-        prefix, _, leaf = key.rpartition(".")
-        if key not in own and leaf in ("running_mean", "running_var", "num_batches_tracked") \
-                and isinstance(modules.get(prefix), nn.InstanceNorm2d):
-            continue
-        repaired[key] = value
-    for key in own:
-        prefix, _, leaf = key.rpartition(".")
-        if leaf == "num_batches_tracked" and key not in repaired and f"{prefix}.running_mean" in repaired:
-            repaired[key] = torch.zeros((), dtype=torch.long)
-    return repaired
+    return as_state_dict(state, str(path))
 
 
 def _guess_dropout(arch: str, state: Mapping[str, torch.Tensor]) -> bool | None:
@@ -139,7 +107,7 @@ def build_reference_network(arch: str, state: Mapping[str, torch.Tensor] | None 
                             **arch_kwargs: Any) -> tuple[nn.Module, str]:
     """Build the network for reference name `arch`; returns (network, 'generator' | 'discriminator')."""
     kwargs = dict(arch_kwargs)
-    if arch in REFERENCE_DISCRIMINATORS or arch in DISCRIMINATORS or arch in list_discriminators():
+    if arch in REFERENCE_DISCRIMINATORS or arch in list_discriminators():
         name, fixed = REFERENCE_DISCRIMINATORS.get(arch, (arch, {}))
         if name == "multiscale" and state is not None:
             fixed = {**{k: v for k, v in _guess_multiscale(state).items() if k not in kwargs}, **fixed}
@@ -148,13 +116,13 @@ def build_reference_network(arch: str, state: Mapping[str, torch.Tensor] | None 
             raise CheckpointError(f"discriminator '{arch}' needs in_channels (6 for a conditional D on RGB pairs).")
         kwargs.pop("out_channels", None)
         return create_discriminator(name, in_channels, init=None, **{**kwargs, **fixed}), "discriminator"
-    if arch in GENERATORS or arch in list_generators():
+    if arch in list_generators():
         if "dropout" not in kwargs and state is not None:
             guessed = _guess_dropout(arch, state)
             if guessed is not None:
                 kwargs["dropout"] = guessed
         return create_generator(arch, init=None, **kwargs), "generator"
-    known = sorted(set(list_generators()) | set(REFERENCE_DISCRIMINATORS) | set(DISCRIMINATORS))
+    known = sorted(set(list_generators()) | set(REFERENCE_DISCRIMINATORS) | set(list_discriminators()))
     raise CheckpointError(f"unknown architecture '{arch}'; choose one of {', '.join(known)}."
                           + did_you_mean(arch, known))
 
@@ -164,7 +132,7 @@ def reference_state(state_dict_or_path: str | Path | Mapping[str, torch.Tensor],
     """(state_dict, where it came from) from a .pth path or an in-memory state_dict."""
     if isinstance(state_dict_or_path, (str, Path)):
         return load_reference_state(state_dict_or_path), str(state_dict_or_path)
-    return _as_state_dict(state_dict_or_path, what), what
+    return as_state_dict(state_dict_or_path, what), what
 
 
 def import_reference(state_dict_or_path: str | Path | Mapping[str, torch.Tensor], arch: str,
@@ -174,6 +142,6 @@ def import_reference(state_dict_or_path: str | Path | Mapping[str, torch.Tensor]
     net, kind = build_reference_network(arch, state, **arch_kwargs)
     if isinstance(net, MultiscaleDiscriminator):
         state = _unflatten_multiscale(net, state)
-    load_state_strict(net, _repair(net, state), source)
+    load_state_strict(net, repair_legacy_state(net, state), source)
     net.reference_kind = kind
     return net.eval()

@@ -1,7 +1,8 @@
 """Objectives: adversarial losses (vanilla, lsgan, hinge, wgan-gp) and reconstruction losses."""
 
+from .augment import AUGMENTATIONS, PairAugment
 from .feature_matching import feature_matching_loss
-from .gan import GAN_MODES, GANLoss, gradient_penalty
+from .gan import GAN_MODES, GANLoss, gradient_penalty, r1_penalty
 from .perceptual import (
     VGG19_FILENAME,
     VGG19_URL,
@@ -15,8 +16,10 @@ from .perceptual import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "GAN_MODES",
     "GANLoss",
+    "PairAugment",
     "VGG19_FILENAME",
     "VGG19_URL",
     "VGG_LAYER_WEIGHTS",
@@ -25,6 +28,7 @@ __all__ = [
     "VGGLoss",
     "feature_matching_loss",
     "gradient_penalty",
+    "r1_penalty",
     "resolve_vgg_weights",
     "vgg19_features_state",
     "vgg19_hub_path",

@@ -75,3 +75,14 @@ def gradient_penalty(discriminator: Callable[[torch.Tensor], DOutput], real: tor
     (grad,) = torch.autograd.grad(out, x_hat, create_graph=True)
     norms = grad.flatten(1).norm(2, dim=1)
     return weight * ((norms - constant) ** 2).mean()
+
+
+def r1_penalty(pred_real: DOutput, image: torch.Tensor, weight: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): weight / 2 * mean_b ||d sum(D(real)) / d image||^2, on real pairs only.
+
+    `image` is the real image (not the condition) that D's input was made from, with
+    requires_grad set before D ran; the graph is kept so the penalty trains D.
+    """
+    out = sum(lg.float().sum() for lg in _logits(pred_real))
+    (grad,) = torch.autograd.grad(out, image, create_graph=True)
+    return 0.5 * weight * grad.float().pow(2).flatten(1).sum(1).mean()

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, Pix2PixError
-from ..io.pretrained import load_state_strict, safe_torch_load
+from ..io.torch_load import safe_torch_load
+from ..nn.state import key_mismatch_report, load_state_strict
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,10 @@ def vgg19_features_state(state: Mapping[str, torch.Tensor], source: str) -> dict
     bad = [f"{k}: checkpoint {tuple(getattr(v, 'shape', ()))} vs model {VGG19_FEATURE_SHAPES[k]}"
            for k, v in feats.items() if k in VGG19_FEATURE_SHAPES
            and (not isinstance(v, torch.Tensor) or tuple(v.shape) != VGG19_FEATURE_SHAPES[k])]
-    if missing or unexpected or bad:
-        def block(title: str, keys: list[str]) -> str:
-            if not keys:
-                return ""
-            return f"\n  {title} ({len(keys)}): " + ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "")
-
-        raise CheckpointError(
-            f"{source} is not a VGG19 checkpoint (torchvision's {VGG19_FILENAME} or its `features` "
-            "state_dict):" + block("missing keys", missing) + block("unexpected keys", unexpected)
-            + block("shape mismatches", bad))
+    report = key_mismatch_report(missing, unexpected, bad)
+    if report:
+        raise CheckpointError(f"{source} is not a VGG19 checkpoint (torchvision's {VGG19_FILENAME} or its "
+                              f"`features` state_dict):{report}")
     return feats
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..registry import register_generator
+from .registry import register_generator
 
 __all__ = ["CascadedRefinementNetwork", "crn_widths"]
 

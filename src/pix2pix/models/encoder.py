@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..registry import register_generator
 from .pix2pixhd import _check_positive, _global_layers
+from .registry import register_generator
 
 __all__ = ["FeatureEncoder", "InstanceFeatures", "instance_average", "instance_mean_features"]
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..nn import get_norm_layer, norm_uses_bias
-from ..registry import register_discriminator
+from .registry import register_discriminator
 
 
 class NLayerDiscriminator(nn.Module):

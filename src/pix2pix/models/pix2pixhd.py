@@ -16,15 +16,21 @@ as in the reference.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
-from ..nn import conv_transpose_or_resize, get_norm_layer, padding_layer
-from ..registry import register_discriminator, register_generator
+from ..nn import (
+    as_state_dict,
+    conv_transpose_or_resize,
+    get_norm_layer,
+    load_state_strict,
+    padding_layer,
+    repair_legacy_state,
+)
+from .registry import register_discriminator, register_generator
 from .resnet import ResnetBlock
 
 __all__ = ["GlobalGenerator", "LocalEnhancer", "MultiscaleDiscriminator", "downsample_pool"]
@@ -150,23 +156,21 @@ class LocalEnhancer(nn.Module):
         prefix = f"model{self.n_local_enhancers}_"
         return [p for name, p in self.named_parameters() if name.startswith(prefix)]
 
-    def load_global_state(self, state_dict_or_path: Mapping[str, torch.Tensor] | str | Path) -> None:
-        """Load a `global` generator's state_dict (or reference .pth file) into the global part `model`.
+    def load_global_state(self, state_dict: Mapping[str, torch.Tensor], source: str = "the global generator's "
+                          "state_dict") -> None:
+        """Load a `global` generator's state_dict into the global part `model` (files: `pix2pix.io.reference`).
 
         The global generator's output layer (`model.{len(model) + 1}.*`, the Conv7 this model
         drops) is ignored; every other key must match exactly, otherwise a CheckpointError
         lists the missing, unexpected and mis-shaped keys. As for `import_reference`, a
         `module.` prefix is stripped and legacy instance-norm statistics are dropped.
         """
-        from ..io.pretrained import load_state_strict
-        from ..io.reference import _repair, reference_state
-
-        state, source = reference_state(state_dict_or_path, "the global generator's state_dict")
+        state = as_state_dict(state_dict, source)
         dropped_conv = f"model.{len(self.model) + 1}."
         state = {k: v for k, v in state.items() if not k.startswith(dropped_conv)}
         holder = nn.Module()
         holder.model = self.model  # same key names as the global generator: `model.*`
-        load_state_strict(holder, _repair(holder, state), source)
+        load_state_strict(holder, repair_legacy_state(holder, state), source)
 
 
 def _multiscale_layers(in_channels: int, ndf: int, n_layers: int, norm: str,

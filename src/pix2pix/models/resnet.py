@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn import conv_transpose_or_resize, get_norm_layer, norm_uses_bias, padding_layer
-from ..registry import register_generator
+from .registry import register_generator
 
 
 class ResnetBlock(nn.Module):

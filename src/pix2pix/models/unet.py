@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import conv_transpose_or_resize, get_norm_layer, norm_uses_bias
-from ..registry import register_generator
+from .registry import register_generator
 
 
 class UnetSkipConnectionBlock(nn.Module):

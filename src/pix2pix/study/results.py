@@ -3,8 +3,12 @@
 Conditions are (method, exposure) in real-vs-fake mode and exposure in a-vs-b mode, plus a pooled
 row per method when the study has several exposures. Practice and sentinel trials never count.
 Participants who missed a sentinel are flagged careless and, unless asked otherwise, excluded with
-all of their answers. The intervals treat answers as independent Bernoulli trials; answers of one
-participant are correlated, so with few participants the intervals are optimistic.
+all of their answers. With the completion codes participants handed in (`codes`), each code is
+checked against the study's key and only the participants whose valid code was handed in count:
+a code that was never issued (made up, or from another study) is reported as invalid.
+
+The intervals treat answers as independent Bernoulli trials; answers of one participant are
+correlated, so with few participants the intervals are optimistic.
 """
 
 from __future__ import annotations
@@ -36,8 +40,33 @@ def _success(study: Study, answer: dict) -> bool:
     return answer["chosen_role"] == "a"
 
 
+def check_codes(study: Study, answers: list[dict], codes: list[str]) -> dict:
+    """Which handed-in codes are valid, for which participants, and who finished without handing one in."""
+    answered: dict[str, int] = {}
+    for a in answers:
+        answered[a["participant"]] = answered.get(a["participant"], 0) + 1
+    finished = sorted(p for p, n in answered.items() if n == len(study.trials_for(p)))
+    owners = study.check_codes(codes, finished)
+    valid, invalid, duplicates, seen = [], [], [], set()
+    for code, participant in owners.items():
+        if participant is None:
+            invalid.append(code)
+        elif participant in seen:
+            duplicates.append(code)
+        else:
+            seen.add(participant)
+            valid.append(participant)
+    repeats = len(codes) - len(owners)  # the same code handed in twice
+    return {"submitted": len(codes), "valid": sorted(valid), "invalid": invalid, "duplicates": duplicates,
+            "repeated": repeats, "finished": finished, "finished_without_code": sorted(set(finished) - seen)}
+
+
 def summarise(study: Study, answers: list[dict], *, include_careless: bool = False, confidence: float = 0.95,
-              ci: str = "wilson") -> dict:
+              ci: str = "wilson", codes: list[str] | None = None) -> dict:
+    code_check = check_codes(study, answers, codes) if codes is not None else None
+    if code_check is not None:  # only the participants who handed in a valid code
+        paid = set(code_check["valid"])
+        answers = [a for a in answers if a["participant"] in paid]
     careless = careless_participants(answers)
     kept = [a for a in answers if a["kind"] == "trial" and (include_careless or a["participant"] not in careless)]
     methods = list(study.spec["methods"]) if study.mode == "real-vs-fake" else [None]
@@ -66,6 +95,7 @@ def summarise(study: Study, answers: list[dict], *, include_careless: bool = Fal
         "sentinels": {"answers": len(sentinel_rows),
                       "missed": sum(a["chosen_role"] == "ruined" for a in sentinel_rows)},
         "practice_answers": sum(a["kind"] == "practice" for a in answers),
+        "codes": code_check,
         "conditions": conditions,
     }
 
@@ -98,6 +128,14 @@ def markdown(summary: dict) -> str:
                   f"({summary['careless_rule']})" + (f", {kept}." if n_careless else "."),
               f"Sentinels: {summary['sentinels']['answers']} answers, {summary['sentinels']['missed']} missed. "
               f"Practice answers (not counted): {summary['practice_answers']}."]
+    codes = summary.get("codes")
+    if codes is not None:
+        lines.append(f"Completion codes: {codes['submitted']} handed in, {len(codes['valid'])} valid (only their "
+                     f"participants are counted), {len(codes['invalid'])} invalid"
+                     + (f" ({', '.join(codes['invalid'][:5])}{', ...' if len(codes['invalid']) > 5 else ''})"
+                        if codes["invalid"] else "")
+                     + f", {len(codes['duplicates']) + codes['repeated']} repeated; "
+                     f"{len(codes['finished_without_code'])} finished without handing one in.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,20 @@
-"""Answers in SQLite: one committed INSERT per answer, so a killed server loses nothing it acknowledged.
+"""Sessions and answers in SQLite: one committed INSERT per answer, so a killed server loses nothing it
+acknowledged.
 
 WAL journal with synchronous=FULL: a commit is on disk (the WAL fsynced) before the server answers
 200, and readers (`study results` while the study runs) never block the writer. UNIQUE(participant,
 trial) makes a retried POST harmless: the second copy is recognised, not counted. One connection per
 store, shared by the server's request threads under a lock (SQLite serialises writers anyway).
+
+A session is what the server issued when a participant id first started: a random token (only its
+SHA-256 is stored, so the database alone does not let anyone answer as a participant) and the
+participant's tag, the prefix of its image tokens.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
 import threading
 import time
@@ -16,8 +23,10 @@ from pathlib import Path
 ANSWERS_FILE = "answers.sqlite"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS participants (
+CREATE TABLE IF NOT EXISTS sessions (
     participant TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    tag TEXT NOT NULL UNIQUE,
     started_at REAL NOT NULL,
     user_agent TEXT
 );
@@ -62,25 +71,75 @@ class AnswerStore:
         with self._lock:
             self._db.close()
 
-    def start_participant(self, participant: str, user_agent: str = "") -> None:
+    def start_session(self, participant: str, tag: str, token: str, user_agent: str = "") -> bool:
+        """Record `token` as the session of a participant id not seen before. True when it is now the
+        participant's session (new, or the same token again: a retried request); False when the id
+        already has another session."""
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO participants VALUES (?, ?, ?)",
-                             (participant, time.time(), user_agent[:300]))
+            cursor = self._db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (participant, _sha256(token), tag, time.time(), user_agent[:300]))
+            if cursor.rowcount == 1:
+                return True
+            row = self._db.execute("SELECT token_sha256 FROM sessions WHERE participant = ?",
+                                   (participant,)).fetchone()
+        return row is not None and secrets.compare_digest(row["token_sha256"], _sha256(token))
+
+    def participant_for_token(self, token: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT participant FROM sessions WHERE token_sha256 = ?",
+                                   (_sha256(token),)).fetchone()
+        return row["participant"] if row else None
+
+    def participant_for_tag(self, tag: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT participant FROM sessions WHERE tag = ?", (tag,)).fetchone()
+        return row["participant"] if row else None
+
+    def session_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    def answered_count(self, participant: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers WHERE participant = ?", (participant,)).fetchone()[0]
+
+    def record_in_order(self, answer: dict) -> tuple[str, str | None]:
+        """Store the answer to the participant's next trial (committed when this returns).
+
+        Returns ("stored", choice), ("duplicate", the choice stored first) for a trial already answered,
+        or ("ahead", None) when earlier trials are unanswered. Trials are answered in order, so the
+        answered trials are always 0 .. count-1 and the next one is `count`."""
+        with self._lock:
+            count = self._db.execute("SELECT COUNT(*) FROM answers WHERE participant = ?",
+                                     (answer["participant"],)).fetchone()[0]
+            if answer["trial"] > count:
+                return "ahead", None
+            if answer["trial"] == count:
+                inserted, choice = self._insert(answer)
+                if inserted:
+                    return "stored", choice
+            stored = self._db.execute("SELECT choice FROM answers WHERE participant = ? AND trial = ?",
+                                      (answer["participant"], answer["trial"])).fetchone()
+            return "duplicate", stored["choice"]
 
     def record(self, answer: dict) -> tuple[bool, str]:
         """Insert one answer (committed when this returns). Returns (inserted, stored choice): a
         repeat of (participant, trial) inserts nothing and returns the choice stored first."""
-        row = {**answer, "answered_at": answer.get("answered_at") or time.time()}
-        values = tuple(row.get(c) for c in ANSWER_COLUMNS)
         with self._lock:
-            cursor = self._db.execute(
-                f"INSERT INTO answers ({', '.join(ANSWER_COLUMNS)}) VALUES ({', '.join('?' * len(ANSWER_COLUMNS))}) "
-                "ON CONFLICT (participant, trial) DO NOTHING", values)
-            if cursor.rowcount == 1:
-                return True, row["choice"]
+            inserted, choice = self._insert(answer)
+            if inserted:
+                return True, choice
             stored = self._db.execute("SELECT choice FROM answers WHERE participant = ? AND trial = ?",
-                                      (row["participant"], row["trial"])).fetchone()
+                                      (answer["participant"], answer["trial"])).fetchone()
         return False, stored["choice"]
+
+    def _insert(self, answer: dict) -> tuple[bool, str]:
+        row = {**answer, "answered_at": answer.get("answered_at") or time.time()}
+        cursor = self._db.execute(
+            f"INSERT INTO answers ({', '.join(ANSWER_COLUMNS)}) VALUES ({', '.join('?' * len(ANSWER_COLUMNS))}) "
+            "ON CONFLICT (participant, trial) DO NOTHING", tuple(row.get(c) for c in ANSWER_COLUMNS))
+        return cursor.rowcount == 1, row["choice"]
 
     def answered(self, participant: str) -> dict[int, str]:
         with self._lock:
@@ -93,17 +152,28 @@ class AnswerStore:
         return [dict(r) for r in rows]
 
     def participants(self) -> list[dict]:
+        """Every participant that started a session: id, start time and browser (never the token)."""
         with self._lock:
-            return [dict(r) for r in self._db.execute("SELECT * FROM participants ORDER BY started_at")]
+            rows = self._db.execute("SELECT participant, started_at, user_agent FROM sessions ORDER BY started_at")
+            return [dict(r) for r in rows]
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def read_answers(study_folder: str | Path) -> list[dict]:
     """Every stored answer of a study (an empty list before the first), without creating the database."""
+    return read_study_data(study_folder)[0]
+
+
+def read_study_data(study_folder: str | Path) -> tuple[list[dict], list[dict]]:
+    """(every stored answer, every participant that started) of a study, without creating the database."""
     path = Path(study_folder) / ANSWERS_FILE
     if not path.exists():
-        return []
+        return [], []
     store = AnswerStore(path)
     try:
-        return store.answers()
+        return store.answers(), store.participants()
     finally:
         store.close()

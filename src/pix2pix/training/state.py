@@ -13,7 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
-from ..io.pretrained import safe_torch_load
+from ..io.torch_load import safe_torch_load
 
 STATE_FORMAT = 1
 

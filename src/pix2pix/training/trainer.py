@@ -1,4 +1,4 @@
-"""The training loop: D step, then G step with D frozen, epoch-based lr schedule, exact resume.
+"""The training loop, one for both families: the objective (`objectives.py`) says what differs.
 
     result = train(get_preset("facades"), data="datasets/facades")
 
@@ -12,43 +12,46 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, config_from_dict, validate
-from ..data.images import tensor_to_image
-from ..data.paired import PairedDataset
-from ..errors import DataError, TrainingDiverged
-from ..io.atomic import write_json
-from ..io.pretrained import save_pretrained
-from ..models import run_padded
+from ..errors import ConfigError, DataError, TrainingDiverged
+from ..io.atomic import write_json, write_text
+from ..io.pretrained import save_model
 from ..nn import set_requires_grad
-from ..registry import create_discriminator, create_generator
 from ..report import image_grid, write_run_index
 from ..runtime import resolve_num_workers, seed_everything
-from .base import TrainerBase, add_weighted
-from .objective import Pix2PixObjective
+from .ema import WeightAverage
+from .fast_step import apply_process_defaults, fused_adam_supported, make_adam, speed_up
+from .objectives import Networks, Objective, make_objective
 from .sampling import EpochBatchSampler
 from .scaling import (
     DistContext,
+    MixedPrecision,
     any_rank,
     broadcast_object,
     buffers_kept,
+    convert_sync_batchnorm,
+    enable_activation_checkpointing,
     gather_objects,
     gradient_sync,
     init_distributed,
     mean_over_ranks,
+    prepare_module,
     shutdown_distributed,
 )
 from .schedules import make_scheduler
@@ -60,27 +63,6 @@ class TrainResult:
     run_dir: Path
     step: int
     interrupted: bool = False
-
-
-def build_generator(cfg: Config) -> nn.Module:
-    m = cfg.model
-    return create_generator(m.generator, m.in_channels, m.out_channels, init=m.init, init_gain=m.init_gain,
-                            ngf=m.ngf, norm=m.norm, dropout=m.dropout, upsample=m.upsample, **m.generator_kwargs)
-
-
-def build_discriminator(cfg: Config) -> nn.Module:
-    m = cfg.model
-    d_in = m.in_channels + m.out_channels if m.conditional_d else m.out_channels
-    return create_discriminator(m.discriminator, d_in, init=m.init, init_gain=m.init_gain, ndf=m.ndf,
-                                n_layers=m.n_layers_d, norm=m.norm)
-
-
-def model_data_config(cfg: Config) -> dict[str, Any]:
-    """What inference needs to prepare inputs and read outputs, saved beside the weights."""
-    d = cfg.data
-    return {"direction": d.direction, "preprocess": d.preprocess, "load_size": d.load_size,
-            "crop_size": d.crop_size, "color_space": d.color_space, "layout": d.layout,
-            "in_channels": cfg.model.in_channels, "out_channels": cfg.model.out_channels}
 
 
 def create_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -98,55 +80,191 @@ def create_run_dir(runs_dir: str | Path, name: str) -> Path:
             n += 1
 
 
-class Pix2PixTrainer(TrainerBase):
-    """Networks, optimisers, schedulers and the training step of one pix2pix run."""
+def add_weighted(total: dict[str, torch.Tensor], losses: dict[str, torch.Tensor], weight: float) -> None:
+    """total[k] += weight * losses[k], detached (a micro-batch's share of the step's mean losses)."""
+    for key, value in losses.items():
+        value = value.detach() * weight if weight != 1.0 else value.detach()
+        total[key] = total[key] + value if key in total else value
+
+
+class Trainer:
+    """Networks, optimisers, schedulers, the weight average and the training step of one run, any family.
+
+    `net_g`, `net_d`, `net_e` are the plain networks (saved, sampled); the step runs `g`, `d`, `e`,
+    the same networks wrapped for DDP / torch.compile. With `train.ema_decay` the averaged
+    generator (and encoder) serve samples and the saved model.
+    """
 
     def __init__(self, cfg: Config, device: torch.device, dist: DistContext | None = None) -> None:
         self.cfg, self.device = cfg, device
-        self.objective = Pix2PixObjective(cfg.loss, conditional=cfg.model.conditional_d)
-        self.net_g = build_generator(cfg).to(device)
-        self.net_d = build_discriminator(cfg).to(device)
-        if cfg.train.channels_last:
-            self.net_g.to(memory_format=torch.channels_last)
-            self.net_d.to(memory_format=torch.channels_last)
-        o = cfg.optim
-        self.opt_g = torch.optim.Adam(self.net_g.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
-        self.sched_g = make_scheduler(self.opt_g, o)
-        self.sched_d = make_scheduler(self.opt_d, o)
-        if cfg.train.fast_step:
-            from .fast_step import speed_up
-
+        t, o = cfg.train, cfg.optim
+        self.objective: Objective = make_objective(cfg)
+        nets = self.objective.build_networks()
+        self.net_g, self.net_d, self.net_e = (None if n is None else n.to(device) for n in (nets.g, nets.d, nets.e))
+        for module in self.objective.loss_modules():
+            module.to(device)
+        if t.channels_last:
+            for net in self.networks().values():
+                net.to(memory_format=torch.channels_last)
+        self.fused_adam = t.fast_step and fused_adam_supported(device)  # kept when the optimiser is rebuilt
+        if self.net_d is not None:
+            self.opt_d = make_adam(self.net_d.parameters(), lr=o.lr_d or o.lr, betas=(o.beta1, o.beta2),
+                                   fused=self.fused_adam)
+            self.sched_d = make_scheduler(self.opt_d, o)
+        self.g_phase = self.objective.generator_phase(0)
+        self._build_g_optimizer(epochs_done=0)
+        self.ema = WeightAverage(self.generator_side(), t.ema_decay) if t.ema_decay > 0 else None
+        if t.fast_step:
             speed_up(self)
-        self.setup_scaling(dist)
+        # -- scaling: sync batch norm, activation checkpointing, precision, the wrapped modules
+        self.dist = dist or DistContext()
+        self.amp = MixedPrecision(device, t.precision)
+        if t.sync_bn:
+            for name, net in self.networks().items():
+                setattr(self, name, convert_sync_batchnorm(net, self.dist, device))
+        if t.checkpoint_activations:
+            enable_activation_checkpointing(self.net_g)
+        self.wrap_networks()
+
+    # -- parts ------------------------------------------------------------------------------------
+    @property
+    def vgg(self) -> nn.Module | None:
+        return getattr(self.objective, "vgg", None)
+
+    def generator_side(self) -> dict[str, nn.Module]:
+        """The networks G's optimiser trains (and the weight average follows): G and the encoder."""
+        return {name: net for name, net in (("net_g", self.net_g), ("net_e", self.net_e)) if net is not None}
+
+    def inference_networks(self) -> Networks:
+        """G and E as samples and the saved model use them: the weight average when there is one."""
+        side = self.ema.averaged if self.ema is not None else self.generator_side()
+        return Networks(side["net_g"], None, side.get("net_e"))
+
+    def components(self) -> dict[str, Any]:
+        """Everything with a state_dict that a checkpoint must hold, by name."""
+        names = ("net_g", "net_d", "net_e", "opt_g", "opt_d", "sched_g", "sched_d", "ema")
+        parts = {n: getattr(self, n) for n in names if getattr(self, n, None) is not None}
+        if getattr(self, "amp", None) is not None and self.amp.scaler.is_enabled():
+            parts["grad_scaler"] = self.amp.scaler
+        return parts
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {n: m for n, m in self.components().items() if isinstance(m, nn.Module)}
+
+    def wrap_networks(self) -> None:
+        """(Re)build `g`, `d`, `e` from `net_g`, `net_d`, `net_e` (again after parameters are (un)frozen)."""
+        for name in ("net_g", "net_d", "net_e"):
+            net = getattr(self, name, None)
+            setattr(self, name[4:], None if net is None else
+                    prepare_module(net, self.dist, self.device, self.cfg.train.compile))
+
+    def describe(self) -> str:
+        return "\n".join(f"{name}: {type(net).__name__} ({sum(p.numel() for p in net.parameters()):,} parameters)"
+                         for name, net in self.networks().items())
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def _build_g_optimizer(self, epochs_done: int) -> None:
+        """Adam over the parameters of the current generator phase; frozen ones get no gradients."""
+        o = self.cfg.optim
+        nets = Networks(self.net_g, self.net_d, self.net_e)
+        params = self.objective.generator_parameters(nets, self.g_phase)
+        trained = {id(p) for p in params}
+        for p in self.net_g.parameters():  # frozen parameters get no gradients (and DDP does not wait for them)
+            p.requires_grad_(id(p) in trained)
+        self.opt_g = make_adam(params, lr=o.lr, betas=(o.beta1, o.beta2), fused=self.fused_adam)
+        self.sched_g = make_scheduler(self.opt_g, o)
+        with warnings.catch_warnings():  # stepping a fresh schedule forward, before any optimiser step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epochs_done):
+                self.sched_g.step()
+
+    def end_epoch(self, epochs_done: int) -> None:
+        """Called after each full epoch: steps the learning-rate schedules (the reference's rhythm), and
+        moves to the objective's next generator phase (Adam starts afresh there, as in pix2pixHD)."""
+        with warnings.catch_warnings():  # fp16: the GradScaler may have skipped every optimiser step so far
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            for sched in (self.sched_g, getattr(self, "sched_d", None)):
+                if sched is not None:
+                    sched.step()
+        phase = self.objective.generator_phase(epochs_done)
+        if phase != self.g_phase:
+            self.g_phase = phase
+            self._build_g_optimizer(epochs_done)
+            self.wrap_networks()
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: part.state_dict() for name, part in self.components().items()}, "g_phase": self.g_phase,
+                "epochs_done": int(self.sched_g.last_epoch)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        phase = state.get("g_phase")
+        if phase is None and "global_frozen" in state:  # checkpoints of the first layout
+            phase = "enhancer" if state["global_frozen"] else "all"
+        if phase is not None and phase != self.g_phase:
+            self.g_phase = phase
+            self._build_g_optimizer(int(state["epochs_done"]))
+            self.wrap_networks()
+        for name, part in self.components().items():
+            if name not in state:
+                raise ConfigError(f"the checkpoint has no {name!r}: it was written with other settings (e.g. "
+                                  "train.ema_decay or train.precision=fp16 changed); resume with the run's settings.")
+            part.load_state_dict(state[name])
+
+    # -- the step -----------------------------------------------------------------------------------
+    def micro_batches(self, batch: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+        """(weight, part) for the batch split into train.grad_accum micro-batches along the batch axis.
+
+        The weight is the part's share of the batch, so that the weighted sum of the parts' mean
+        losses is the whole batch's mean loss: accumulated gradients equal the whole batch's.
+        """
+        n = next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
+        size = -(-n // min(self.cfg.train.grad_accum, n))
+        return [(min(size, n - start) / n, {key: value[start:start + size] for key, value in batch.items()})
+                for start in range(0, n, size)]
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if self.cfg.train.channels_last and x.dim() == 4 else torch.contiguous_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One D update then one G update (D frozen); returns the detached losses (no host synchronisation).
+        """One update of D and of G (the objective's rule); returns the detached losses (no host synchronisation)."""
+        parts = self.micro_batches(batch)
+        losses = self._shared_pass_step(parts) if self.objective.shares_d_pass else self._alternating_step(parts)
+        if self.ema is not None:
+            self.ema.update(self.generator_side())
+        return losses
+
+    def _alternating_step(self, parts: list[tuple[float, dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        """D's update, then G's against the updated D with D frozen (pix2pix).
 
         With train.grad_accum > 1 each update accumulates the micro-batches' gradients. G's
         output for D's update is then computed without a graph and recomputed for G's update,
         replaying the same random state (dropout) and leaving batch-norm statistics alone, so
         both updates see the fakes one whole-batch pass would give (exactly so without batch norm).
         """
-        parts = self.micro_batches(batch)
+        obj = self.objective
         last, replay = len(parts) - 1, len(parts) > 1
         losses: dict[str, torch.Tensor] = {}
         fakes: list[torch.Tensor | None] = [None] * len(parts)
         rng_before: list[dict[str, Any]] = []
-        if self.objective.uses_discriminator:
+        if self.net_d is not None and obj.uses_discriminator:
             set_requires_grad(self.net_d, True)
             self.opt_d.zero_grad(set_to_none=True)
             for i, (weight, part) in enumerate(parts):
-                real_a, real_b = self._to_device(part["A"]), self._to_device(part["B"])
+                pair = obj.prepare(part, self._to_device)
                 with gradient_sync(self.d, i == last):
                     with self.amp.autocast():
                         if replay:
                             rng_before.append(rng_state())
                             with torch.no_grad(), buffers_kept(self.net_g):
-                                fake_b = run_padded(self.g, real_a)
+                                fake = obj.generate(self.g, self.e, pair)
                         else:
-                            fake_b = fakes[i] = run_padded(self.g, real_a)  # the G update reuses it
-                        d_losses = self.objective.discriminator_losses(self.d, real_a, real_b, fake_b)
+                            fake = fakes[i] = obj.generate(self.g, self.e, pair)  # the G update reuses it
+                        d_losses = obj.discriminator_losses(self.d, pair, fake)
                     self.amp.backward(d_losses["D"] * weight)
                 add_weighted(losses, d_losses, weight)
             self.amp.step(self.opt_d)
@@ -154,15 +272,18 @@ class Pix2PixTrainer(TrainerBase):
         rng_after = rng_state() if rng_before else None
         self.opt_g.zero_grad(set_to_none=True)
         for i, (weight, part) in enumerate(parts):
-            real_a, real_b = self._to_device(part["A"]), self._to_device(part["B"])
-            with gradient_sync(self.g, i == last), gradient_sync(self.d, False):  # D is frozen: nothing to sync
+            pair = obj.prepare(part, self._to_device)
+            with ExitStack() as stack:
+                stack.enter_context(gradient_sync(self.g, i == last))
+                if self.d is not None:
+                    stack.enter_context(gradient_sync(self.d, False))  # D is frozen: nothing to sync
                 with self.amp.autocast():
-                    fake_b = fakes[i]
-                    if fake_b is None:
+                    fake = fakes[i]
+                    if fake is None:
                         if rng_before:
                             set_rng_state(rng_before[i])
-                        fake_b = run_padded(self.g, real_a)
-                    g_losses = self.objective.generator_losses(self.d, real_a, real_b, fake_b)
+                        fake = obj.generate(self.g, self.e, pair)
+                    g_losses = obj.generator_losses(self.d, pair, fake)
                 self.amp.backward(g_losses["G"] * weight)
             add_weighted(losses, g_losses, weight)
         if rng_after is not None:
@@ -171,45 +292,76 @@ class Pix2PixTrainer(TrainerBase):
         self.amp.update()
         return losses
 
+    def _shared_pass_step(self, parts: list[tuple[float, dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        """G's and D's gradients from one forward pass, both taken before either steps (pix2pixHD).
+
+        G's gradients are computed for G (and E) only, D's for D only, so the update is the
+        reference's exactly (D sees the same fake values, G sees D before its update). With
+        train.grad_accum > 1 both gradients accumulate over the micro-batches before the steps.
+        """
+        obj = self.objective
+        g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
+        d_params = list(self.net_d.parameters()) if self.net_d is not None else []
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.net_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        losses: dict[str, torch.Tensor] = {}
+        for i, (weight, part) in enumerate(parts):
+            sync = i == len(parts) - 1
+            with ExitStack() as stack:
+                for net in (self.g, self.e, self.d):
+                    if net is not None:
+                        stack.enter_context(gradient_sync(net, sync))
+                with self.amp.autocast():
+                    pair = obj.prepare(part, self._to_device)
+                    fake = obj.generate(self.g, self.e, pair)
+                    part_losses = obj.discriminator_losses(self.d, pair, fake) if self.d is not None else {}
+                    part_losses.update(obj.generator_losses(self.d, pair, fake))
+                # D's backward first, keeping the graph; G's backward then frees it layer by layer. The other
+                # order keeps G's and the VGG's activations alive through D's backward: same gradients, but
+                # a higher peak and ~3x the page faults per step on CPU (measured 1.25x slower at 512x256).
+                if self.net_d is not None:
+                    self.amp.backward(part_losses["D"] * weight, inputs=d_params, retain_graph=True)
+                self.amp.backward(part_losses["G"] * weight, inputs=g_params)
+            add_weighted(losses, part_losses, weight)
+        if self.net_d is not None:
+            self.amp.step(self.opt_d)
+        self.amp.step(self.opt_g)
+        self.amp.update()
+        return losses
+
+    # -- samples and the saved model ------------------------------------------------------------------
     @torch.no_grad()
-    def translate(self, real_a: torch.Tensor) -> torch.Tensor:
-        was_training = self.net_g.training
-        self.net_g.eval()
-        out = run_padded(self.net_g, self._to_device(real_a))
-        self.net_g.train(was_training)
-        return out
-
-    @staticmethod
-    def make_dataset(cfg: Config, phase: str, train: bool) -> PairedDataset:
-        return PairedDataset.from_config(cfg.data, cfg.model, phase, train=train)
-
-    def sample_rows(self, items: list[dict[str, Any]]) -> list[list[Image.Image]]:
-        """input | output | target for each item (Lab outputs recombined with their L input)."""
-        rows = []
-        for item in items:
-            fake = self.translate(item["A"][None])[0]
-            rows.append([_display(item["A"], self.cfg), _display(fake, self.cfg, item["A"]),
-                         _display(item["B"], self.cfg, item["A"])])
-        return rows
+    def sample_rows(self, items: list[dict[str, Any]]) -> list[list[Any]]:
+        """One row of images per item (the objective's layout), from the inference networks in eval mode."""
+        nets = self.inference_networks()
+        live = [n for n in (nets.g, nets.e) if n is not None]
+        modes = [n.training for n in live]
+        for n in live:
+            n.eval()
+        try:
+            rows = [self.objective.sample_row(nets.g, nets.e, item, self._to_device) for item in items]
+        finally:
+            for n, mode in zip(live, modes, strict=True):
+                n.train(mode)
+        return [row for row in rows if row]
 
     def save_model(self, directory: Path, step: int) -> None:
-        save_pretrained(self.net_g, directory, data=model_data_config(self.cfg), extra={"step": step})
+        nets = self.inference_networks()
+        networks = {"generator": nets.g, **({"encoder": nets.e} if nets.e is not None else {})}
+        save_model(directory, self.objective.card(step), networks)
 
 
-def build_trainer(cfg: Config, device: torch.device, dist: DistContext | None = None) -> TrainerBase:
-    """The trainer of the config's model family."""
-    if cfg.model.family == "pix2pixhd":
-        from .hd_trainer import Pix2PixHDTrainer
-
-        return Pix2PixHDTrainer(cfg, device, dist)
-    return Pix2PixTrainer(cfg, device, dist)
+def build_trainer(cfg: Config, device: torch.device, dist: DistContext | None = None) -> Trainer:
+    """The trainer of a config (any family)."""
+    return Trainer(cfg, device, dist)
 
 
-def _sample_dataset(trainer: TrainerBase) -> Any:
+def _sample_dataset(trainer: Trainer) -> Any:
     """Fixed items for the sample grids: from val/, else test/, else train/."""
     for phase in ("val", "test", "train"):
         try:
-            return trainer.make_dataset(trainer.cfg, phase, train=False)
+            return trainer.objective.make_dataset(phase, train=False)
         except DataError:
             if phase == "train":
                 raise
@@ -238,7 +390,7 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def describe(cfg: Config, trainer: TrainerBase, dataset: Any, total_steps: int, ctx: DistContext) -> str:
+def describe(cfg: Config, trainer: Trainer, dataset: Any, total_steps: int, ctx: DistContext) -> str:
     t = cfg.train
     procs = f" x {ctx.world_size} processes" if ctx.enabled else ""
     return (f"dataset: {dataset.root} ({len(dataset)} items, family {cfg.model.family})\n"
@@ -256,6 +408,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
     """
     validate(cfg)
     ctx, device = init_distributed(cfg)
+    apply_process_defaults(device)
     try:
         return _train(cfg, ctx, device, resume=resume, dry_run=dry_run, progress=progress and ctx.is_main,
                       log=log if ctx.is_main else (lambda *a, **k: None))
@@ -266,15 +419,17 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
 
 def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str | Path | None, dry_run: bool,
            progress: bool, log: Any) -> TrainResult:
+    # Resume training state.
     state: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
         state = load_training_state(run_dir / "checkpoints" / "latest.pt")
+    # Construct networks, optimisers and data.
     seed_everything(cfg.train.seed)  # the same initial weights in every process
     trainer = build_trainer(cfg, device, ctx)
     if ctx.rank:
         seed_everything(cfg.train.seed + 7919 * ctx.rank)  # but each its own dropout masks
-    dataset = trainer.make_dataset(cfg, "train", train=True)
+    dataset = trainer.objective.make_dataset("train", train=True)
     batches = EpochBatchSampler(len(dataset), cfg.train.seed, cfg.train.batch_size, ctx.rank, ctx.world_size)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = (cfg.optim.n_epochs + cfg.optim.n_epochs_decay) * steps_per_epoch
@@ -334,10 +489,21 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
             trainer.save_model(run_dir / "model", at_step)
         last_good_step = at_step
 
-    def write_samples(at_step: int) -> None:
-        image_grid(trainer.sample_rows(sample_batch)).save(run_dir / "samples" / f"step_{at_step:08d}.png")
-        write_run_index(run_dir)
+    def report(at_step: int | None) -> None:
+        """Sample grid (at `at_step`) and index.html. Nothing trained depends on them: a failure here is a
+        warning, after the checkpoint and the model are on disk."""
+        try:
+            if at_step is not None:
+                rows = trainer.sample_rows(sample_batch)
+                image_grid(rows).save(run_dir / "samples" / f"step_{at_step:08d}.png")
+            write_run_index(run_dir)
+        except Exception as exc:  # any reporting error: the run goes on, or ends saved
+            message = f"warning: the run report of step {at_step} could not be written ({type(exc).__name__}: " \
+                      f"{exc}); training continues, checkpoints and the model are not affected"
+            log(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
+    # Train.
     workers = resolve_num_workers(cfg.data.num_workers)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, generator=torch.Generator())  # keeps the global RNG untouched
@@ -376,21 +542,21 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
                             writer.add_scalar("lr", trainer.lr, step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
-                if ctx.is_main and (step % cfg.train.sample_every == 0 or step == total_steps):
-                    write_samples(step)
                 if not ctx.enabled:
                     interrupted = stop.requested
                 elif at_log:  # processes agree at log steps: Ctrl-C reaches them at different steps
                     interrupted = any_rank(torch.tensor(stop.requested, device=device), ctx)
                 if step % cfg.train.checkpoint_every == 0 or step == total_steps or interrupted:
-                    checkpoint(step)
+                    checkpoint(step)  # before the report, so that a reporting error cannot cost the run
+                if ctx.is_main and (step % cfg.train.sample_every == 0 or step == total_steps):
+                    report(step)
                 if step >= total_steps or interrupted:
                     break
     bar.close()
     if writer is not None:
         writer.close()
     if ctx.is_main:
-        write_run_index(run_dir)
+        report(None)
     if interrupted:
         log(f"interrupted at step {step}; state saved. Continue with: pix2pix train --resume {run_dir}")
     return TrainResult(run_dir, step, interrupted)
@@ -404,16 +570,6 @@ def load_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(json.loads(path.read_text()))
 
 
-def _display(t: torch.Tensor, cfg: Config, source: torch.Tensor | None = None) -> Image.Image:
-    """A tensor as an RGB image for the grids (Lab ab outputs are recombined with their L input)."""
-    t = t.detach().float().cpu()
-    if cfg.data.color_space == "lab" and t.shape[0] == 2 and source is not None:
-        from ..data.color import lab_channels_to_rgb
-
-        t = lab_channels_to_rgb(source.float().cpu(), t)
-    return tensor_to_image(t[:3] if t.shape[0] >= 3 else t[:1])
-
-
 def _append_stats(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -424,8 +580,6 @@ def _truncate_stats(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint being resumed (they will be logged again)."""
     if path.exists():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        from ..io.atomic import write_text
-
         write_text(path, "".join(ln + "\n" for ln in lines))
 
 

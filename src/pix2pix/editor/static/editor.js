@@ -16,6 +16,10 @@ async function api(method, path, body) {
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
+    if (ed.info && init.body.length > ed.info.max_body) {  // the server would refuse it from the header
+      throw new Error(`this request is ${(init.body.length / 1048576).toFixed(1)} MiB; the server takes at most ` +
+                      `${(ed.info.max_body / 1048576).toFixed(0)} MiB: use smaller images.`);
+    }
   }
   const response = await fetch(path, init);
   const text = await response.text();
@@ -52,6 +56,8 @@ function openDocument(body) {
   return enqueue(async () => {
     const start = performance.now();
     const state = await api("POST", "/api/sessions", body);
+    ed.droppedSteps = 0;
+    $("history-note").hidden = true;
     await applyState(state, performance.now() - start);
     await loadSwatches();
   });
@@ -96,6 +102,7 @@ async function applyState(state, roundTripMs) {
   ed.selection = state.selection;
   $("undo").disabled = !state.can_undo;
   $("redo").disabled = !state.can_redo;
+  showHistory(state.history);
   $("doc-name").textContent = `· ${state.name} · ${state.width}×${state.height}`;
   const gen = state.regenerated ? `generated in ${state.gen_ms.toFixed(0)} ms` : "unchanged";
   $("timing").textContent = `· ${gen} · round trip ${roundTripMs.toFixed(0)} ms`;
@@ -106,6 +113,20 @@ async function applyState(state, roundTripMs) {
   ed.version += 1;
   document.body.dataset.session = ed.sid;
   document.body.dataset.version = String(ed.version);
+}
+
+// The server bounds the undo history in bytes; when it drops the oldest steps, say so.
+function showHistory(history) {
+  if (!history) return;
+  $("undo").title = `${history.undo} step${history.undo === 1 ? "" : "s"} to undo`;
+  if (history.dropped > 0) {
+    ed.droppedSteps = (ed.droppedSteps || 0) + history.dropped;
+    const note = $("history-note");
+    note.textContent = `Undo history is limited in memory: the ${ed.droppedSteps} oldest ` +
+      `step${ed.droppedSteps === 1 ? " was" : "s were"} dropped; ${history.undo} can be undone.`;
+    note.hidden = false;
+  }
+  document.body.dataset.historyDropped = String(ed.droppedSteps || 0);
 }
 
 function className(id) {
@@ -226,13 +247,20 @@ function onPointerMove(ev) {
   drawCursor(p);
   if (!ed.stroke) return;
   const last = ed.stroke[ed.stroke.length - 1];
-  if (Math.hypot(p[0] - last[0], p[1] - last[1]) < 0.75) return;
+  // points a quarter of the brush radius apart trace the same stroke, at a fraction of the server's work
+  if (Math.hypot(p[0] - last[0], p[1] - last[1]) < Math.max(0.75, ed.radius / 4)) return;
   ed.stroke.push(p);
   drawStrokeSegment(last, p);
 }
 
-function onPointerUp() {
+function onPointerUp(ev) {
   if (!ed.stroke) return;
+  const last = ed.stroke[ed.stroke.length - 1];
+  const end = ev && ev.type === "pointerup" ? toImage(ev) : last;
+  if (Math.hypot(end[0] - last[0], end[1] - last[1]) >= 0.75) {  // the stroke ends where the pointer did
+    ed.stroke.push(end);
+    drawStrokeSegment(last, end);
+  }
   const points = ed.stroke.map(([x, y]) => [Math.round(x * 100) / 100, Math.round(y * 100) / 100]);
   ed.stroke = null;  // the preview stays until the answer's view replaces it
   if (ed.tool === "erase") {

@@ -1,14 +1,15 @@
 // Participant page of a pix2pix perceptual study: no dependencies, everything from this server.
-// The server owns the design (trial order, left/right, exposures) and stores each answer at once;
-// this page shows pairs, times exposures, takes clicks or keys, and retries a failed save.
+// The server owns the design (trial order, left/right, exposures), hands out one pair at a time under
+// a session token it issued, and stores each answer at once; this page shows the pair, times the
+// exposure, takes clicks or keys, and retries a failed save.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
   const match = location.pathname.match(/^\/study\/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\/?$/);
   const studyId = match ? match[1] : null;
   const api = `/api/study/${studyId}`;
-  const state = { participant: null, trials: [], answered: {}, current: null, shownAt: 0, shownMs: null,
-                  hideTimer: null, accepting: false };
+  const state = { participant: null, session: null, total: 0, answered: 0, current: null, code: null,
+                  shownAt: 0, shownMs: null, hideTimer: null, accepting: false };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
 
@@ -39,6 +40,15 @@
     return id;
   }
 
+  // The session token lives in this browser only: it is what lets a reload continue this participant.
+  const sessionKey = (participant) => `pix2pix-study-${studyId}-session-${participant}`;
+  function storedSession(participant) {
+    try { return localStorage.getItem(sessionKey(participant)); } catch (e) { return null; }
+  }
+  function storeSession(participant, token) {
+    try { localStorage.setItem(sessionKey(participant), token); } catch (e) { /* lasts this page only */ }
+  }
+
   async function post(path, body, tries = 8) {
     let delay = 250;
     for (let attempt = 1; ; attempt++) {
@@ -61,23 +71,19 @@
     }
   }
 
-  function loadImage(img, index) {
+  function loadImage(img, token, side) {
     return new Promise((resolve, reject) => {
       img.onload = () => resolve();
-      img.onerror = () => reject(new Error(`image ${index} could not be loaded`));
-      img.src = `${api}/image/${index}`;
+      img.onerror = () => reject(new Error(`the ${side} image could not be loaded`));
+      img.src = `${api}/image/${token}`;
     }).then(() => (img.decode ? img.decode().catch(() => {}) : undefined));
   }
 
-  function nextTrial() {
-    return state.trials.find((t) => !(String(t.index) in state.answered)) || null;
-  }
-
   async function runNext() {
-    const trial = nextTrial();
+    const trial = state.current;
     if (!trial) {
-      $("done-count").textContent = String(state.trials.length);
-      $("done-code").textContent = state.participant;
+      $("done-count").textContent = String(state.total);
+      $("done-code").textContent = state.code || "";
       show("done");
       return;
     }
@@ -90,13 +96,12 @@
     pair.dataset.trial = String(trial.index);
     pair.dataset.exposure = trial.exposure == null ? "unlimited" : String(trial.exposure);
     pair.dataset.state = "loading";
-    const done = Object.keys(state.answered).length;
-    $("progress").textContent = `Pair ${done + 1} of ${state.trials.length}`;
+    $("progress").textContent = `Pair ${state.answered + 1} of ${state.total}`;
     $("practice-tag").hidden = !trial.practice;
     $("status").textContent = trial.exposure == null ? "" : "This pair is shown briefly.";
     show("trial");
     try {
-      await Promise.all([loadImage($("img-left"), trial.left), loadImage($("img-right"), trial.right)]);
+      await Promise.all([loadImage($("img-left"), trial.left, "left"), loadImage($("img-right"), trial.right, "right")]);
     } catch (e) {
       fail(`${e.message}. Reload the page to try again; your answers so far are saved.`);
       return;
@@ -128,14 +133,17 @@
     const pair = $("pair");
     pair.classList.add("locked");
     pair.dataset.state = "saving";
+    let saved;
     try {
-      await post("/answer", { participant: state.participant, trial: trial.index, choice: side,
-                              rt_ms: Math.round(rt), shown_ms: Math.round(shown) });
+      saved = await post("/answer", { session: state.session, trial: trial.index, choice: side,
+                                      rt_ms: Math.round(rt), shown_ms: Math.round(shown) });
     } catch (e) {
       fail(`Your answer could not be saved (${e.message}). Reload the page to continue; saved answers are kept.`);
       return;
     }
-    state.answered[String(trial.index)] = side;
+    state.answered = saved.answered;
+    state.current = saved.next;
+    state.code = saved.code;
     if (trial.practice && trial.correct) {
       pair.classList.remove("hidden-images");
       $(`side-${trial.correct}`).classList.add("feedback-correct");
@@ -152,23 +160,32 @@
       return;
     }
     state.participant = participantId();
+    const token = storedSession(state.participant);
+    const nonce = new Uint8Array(18);  // a retried request with the same nonce gets the same session
+    crypto.getRandomValues(nonce);
+    const fresh = { participant: state.participant,
+                    nonce: Array.from(nonce, (b) => b.toString(16).padStart(2, "0")).join("") };
     let session;
     try {
-      session = await post("/session", { participant: state.participant }, 4);
+      session = await post("/session", token ? { session: token, participant: state.participant } : fresh, 4);
     } catch (e) {
       fail(`The study could not be opened: ${e.message}`);
       return;
     }
-    state.trials = session.trials;
-    state.answered = session.answered || {};
+    state.session = session.session;
+    storeSession(state.participant, state.session);
+    state.total = session.total;
+    state.answered = session.answered;
+    state.current = session.trial;
+    state.code = session.code;
     document.title = "Image study";
     $("question").textContent = session.study.question;
     $("intro-question").textContent = session.study.question;
     $("intro-instructions").textContent = session.study.instructions || "";
-    const left = state.trials.length - Object.keys(state.answered).length;
-    $("intro-count").textContent = left === state.trials.length
-      ? `There are ${state.trials.length} pairs.` : `Welcome back: ${left} of ${state.trials.length} pairs to go.`;
-    if (!nextTrial()) {
+    const left = state.total - state.answered;
+    $("intro-count").textContent = left === state.total
+      ? `There are ${state.total} pairs.` : `Welcome back: ${left} of ${state.total} pairs to go.`;
+    if (!state.current) {
       runNext();
       return;
     }

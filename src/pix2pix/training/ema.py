@@ -1,0 +1,46 @@
+"""An exponential moving average of the generator's weights (and the feature encoder's, which feeds it).
+
+After every optimiser step: ema = decay * ema + (1 - decay) * live, for parameters; buffers
+(batch-norm statistics) are copied from the live networks. With `train.ema_decay > 0` the
+averaged networks are what samples, evaluation, translation and the saved model use; they are
+kept in the checkpoint, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    """EMA copies of some networks, by name."""
+
+    def __init__(self, networks: dict[str, nn.Module], decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay {decay} must be in (0, 1)")
+        self.decay = float(decay)
+        self.averaged = {name: _frozen_copy(net) for name, net in networks.items()}
+
+    @torch.no_grad()
+    def update(self, networks: dict[str, nn.Module]) -> None:
+        for name, net in networks.items():
+            avg = self.averaged[name]
+            for a, p in zip(avg.parameters(), net.parameters(), strict=True):
+                a.lerp_(p.detach().to(a.dtype), 1.0 - self.decay)
+            for a, b in zip(avg.buffers(), net.buffers(), strict=True):
+                a.copy_(b)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: net.state_dict() for name, net in self.averaged.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for name, net in self.averaged.items():
+            net.load_state_dict(state[name])
+
+
+def _frozen_copy(net: nn.Module) -> nn.Module:
+    avg = copy.deepcopy(net)
+    avg.requires_grad_(False)
+    return avg.eval()

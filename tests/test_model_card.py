@@ -1,0 +1,195 @@
+"""The model card: one typed schema, validated field by field; format 1 files still load, translate and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_pair_images, write_aligned
+from PIL import Image
+
+from pix2pix.cli.main import main
+from pix2pix.config import apply_overrides
+from pix2pix.errors import CheckpointError
+from pix2pix.inference import LabelTranslator, Translator, load_translator
+from pix2pix.io.model_card import FORMAT_VERSION, DataGeometry, LabelSpec, ModelCard, NetworkSpec, Provenance
+from pix2pix.io.pretrained import from_pretrained, save_model, save_pretrained
+from pix2pix.models import create_generator
+from pix2pix.report import read_stats
+from pix2pix.training.trainer import load_run_config, train
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "format1"
+
+
+def _card_error(tmp_path: Path, config: object) -> str:
+    model = tmp_path / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(FORMAT1 / "pix2pix_run" / "model", model)
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        load_translator(model, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and str(model / "config.json") in message
+    return message
+
+
+# ----------------------------------------------------------------------------- format 1 files
+
+
+def test_format1_pix2pix_model_translates_as_before():
+    translator = load_translator(FORMAT1 / "pix2pix_run", device="cpu")  # a run directory: its model/
+    assert isinstance(translator, Translator)
+    card = translator.card
+    assert card.family == "pix2pix" and card.provenance.step == 4
+    assert (card.data.preprocess, card.data.load_size, card.data.crop_size) == ("resize_and_crop", 34, 32)
+    x = torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32)
+    assert np.array_equal(translator.translate_tensor(x).numpy(), np.load(FORMAT1 / "pix2pix_expected.npy"))
+
+
+def test_format1_imported_model_keeps_its_source_and_direction():
+    translator = load_translator(FORMAT1 / "imported_resnet", device="cpu")
+    assert translator.card.data.direction == "BtoA" and translator.card.provenance.source == "latest_net_G.pth"
+    x = torch.linspace(-1, 1, 3 * 20 * 28).reshape(1, 3, 20, 28)
+    assert np.array_equal(translator.translate_tensor(x).numpy(), np.load(FORMAT1 / "imported_expected.npy"))
+
+
+def test_format1_pix2pixhd_model_with_features_and_clusters_translates_as_before():
+    translator = load_translator(FORMAT1 / "pix2pixhd_run" / "model", device="cpu")
+    assert isinstance(translator, LabelTranslator)
+    card = translator.card
+    assert card.labels.label_nc == 10 and card.use_features and card.feat_num == 3
+    assert card.label_set().class_names[7] == "car" and translator.clusters is not None
+    label = torch.from_numpy(np.asarray(Image.open(FORMAT1 / "label.png")).astype(np.int64))[None, None]
+    inst = torch.from_numpy(np.asarray(Image.open(FORMAT1 / "inst.png")).astype(np.int64))[None, None]
+    for mode in ("cluster", "zero"):
+        out = translator.translate_tensor(label, inst, features=mode)
+        assert np.array_equal(out.numpy(), np.load(FORMAT1 / f"pix2pixhd_expected_{mode}.npy")), mode
+    out = translator.translate_tensor(label, inst, features="cluster", choices={int(inst.max()): 1})
+    assert np.array_equal(out.numpy(), np.load(FORMAT1 / "pix2pixhd_expected_choice.npy"))
+
+
+@pytest.mark.parametrize("name", ["pix2pix_run", "pix2pixhd_run"])
+def test_format1_runs_resume_to_the_same_losses(name, tmp_path):
+    run = tmp_path / name
+    shutil.copytree(FORMAT1 / name, run)
+    data = tmp_path / "data"
+    if name == "pix2pix_run":
+        write_aligned(data, "train", make_pair_images(4, size=(32, 32), seed=0))
+        write_aligned(data, "test", make_pair_images(1, size=(32, 32), seed=1))
+    else:
+        from pix2pix.data.synthetic import write_synthetic_dataset
+
+        write_synthetic_dataset(data, num=3, size=32, seed=2)
+    cfg = apply_overrides(load_run_config(run), ["train.max_steps=6"])
+    cfg.data.root = str(data)
+    train(cfg, resume=run, log=lambda *a: None)
+    expected = json.loads((FORMAT1 / "resumed_losses.json").read_text())[name]
+    assert [r["losses"] for r in read_stats(run / "stats.jsonl") if r["step"] > 4] == expected
+    assert ModelCard.read(run / "model").to_dict()["format_version"] == FORMAT_VERSION  # re-saved as format 2
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+def test_card_round_trips_and_writes_one_place(tmp_path):
+    g = create_generator("global", 14, 3, ngf=2, n_downsample=1, n_blocks=1)
+    e = create_generator("encoder", 3, 3, ngf=2, n_downsample=1)
+    card = ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=10, ignore_index=0),
+                     data=DataGeometry(preprocess="scale_width", load_size=64, crop_size=32),
+                     provenance=Provenance(step=7, preset="tiny_hd", metrics={"test": {"mIoU": 0.5}}))
+    save_model(tmp_path / "m", card, {"generator": g, "encoder": e})
+    read = ModelCard.read(tmp_path / "m")
+    assert read == card.with_network("generator", NetworkSpec.of(g)).with_network("encoder", NetworkSpec.of(e))
+    assert read.feat_num == 3 and read.labels.channels == 11
+    net = from_pretrained(tmp_path / "m", kind="encoder")
+    assert net.card == read
+
+
+def test_save_pretrained_default_card_and_second_network(tmp_path):
+    g = create_generator("unet", 3, 3, ngf=2, num_downs=3)
+    save_pretrained(g, tmp_path / "m")
+    card = ModelCard.read(tmp_path / "m")
+    assert card.family == "pix2pix" and card.generator.name == "unet" and card.discriminator is None
+    from pix2pix.models import create_discriminator
+
+    save_pretrained(create_discriminator("patchgan", 6, ndf=2, n_layers=1), tmp_path / "m", kind="discriminator")
+    card = ModelCard.read(tmp_path / "m")
+    assert card.generator.name == "unet" and card.discriminator.in_channels == 6
+
+
+def test_inconsistent_channels_are_refused(tmp_path):
+    g = create_generator("global", 12, 3, ngf=2, n_downsample=1, n_blocks=1)  # label_nc 10 + boundary = 11
+    with pytest.raises(CheckpointError, match="generator.in_channels"):
+        save_model(tmp_path / "m", ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=10)), {"generator": g})
+    assert not (tmp_path / "m" / "generator.safetensors").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda c: c["generator"].pop("name"), "generator.name"),
+    (lambda c: c["generator"].pop("kwargs"), "generator.kwargs"),
+    (lambda c: c.__setitem__("generator", None), "generator"),
+    (lambda c: c.__setitem__("format_version", "1"), "format_version"),
+    (lambda c: c["generator"].__setitem__("in_channels", "3"), "generator.in_channels"),
+    (lambda c: c["generator"].__setitem__("in_channels", 0), "generator.in_channels"),
+    (lambda c: c["data"].__setitem__("preprocess", "squash"), "data.preprocess"),
+    (lambda c: c["data"].__setitem__("direction", "sideways"), "data.direction"),
+    (lambda c: c["data"].__setitem__("crop_size", True), "data.crop_size"),
+    (lambda c: c.__setitem__("data", []), "data"),
+])
+def test_bad_fields_name_the_file_and_the_field(tmp_path, edit, field):
+    config = json.loads((FORMAT1 / "pix2pix_run" / "model" / "config.json").read_text())
+    edit(config)
+    message = _card_error(tmp_path, config)
+    if field == "generator":  # a null generator leaves no network at all
+        assert "describes no network" in message
+    else:
+        assert f"field '{field}'" in message
+
+
+def test_not_an_object_newer_format_and_bad_json(tmp_path):
+    assert "the top level" in _card_error(tmp_path, ["not", "a", "card"])
+    assert "newer than" in _card_error(tmp_path, {"format_version": FORMAT_VERSION + 1})
+    model = tmp_path / "model"
+    (model / "config.json").write_text('{"format_version": NaN}')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        ModelCard.read(model)
+
+
+def test_cli_reports_a_broken_card_in_one_line(tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(FORMAT1 / "pix2pix_run" / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    del config["generator"]["name"]
+    (model / "config.json").write_text(json.dumps(config))
+    img = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(img)
+    assert main(["translate", str(img), "--model", str(model), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generator.name" in err and not (tmp_path / "out").exists()
+
+
+def test_import_records_source_and_sha256(tmp_path, capsys):
+    import hashlib
+
+    g = create_generator("unet_128", 3, 3, ngf=2)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(g.state_dict(), path)
+    out = tmp_path / "imported"
+    assert main(["import-reference", str(path), "--arch", "unet_128", "--ngf", "2", "-o", str(out),
+                 "--direction", "BtoA"]) == 0
+    card = ModelCard.read(out)
+    assert card.provenance.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card.provenance.source == str(path) and card.data.direction == "BtoA"
+
+
+def test_package_import_is_lazy():
+    import subprocess
+
+    code = "import sys, pix2pix; print('torch' in sys.modules, 'pix2pix.training.trainer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -571,6 +571,14 @@ def _children_cpu_s(pid: int | str = "self", depth: int = 3) -> float:
     return total
 
 
+def _minor_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _own_cpu_s() -> float:
     """This process's CPU seconds, its threads and live child processes included."""
     t = os.times()
@@ -653,6 +661,7 @@ class Worker:
         self.times: list[float] = []
         self.others: list[float] = []  # CPU seconds other processes used during each timed step
         self.cpu_times: list[float] = []  # CPU seconds this process used in each timed step (all its threads)
+        self.faults: list[int] = []  # minor page faults in each timed step (memory the allocator mapped afresh)
         self.infer_times: list[float] = []
         self.losses: dict[str, torch.Tensor] = {}
 
@@ -694,7 +703,7 @@ class Worker:
             "width": w, "height": h, "batch": cfg.train.batch_size, "ngf": cfg.model.ngf, "ndf": cfg.model.ndf,
             "params_g": sum(p.numel() for p in nets["net_g"].parameters()), "params_d": d_params,
             "build_s": self.build_s, "warmup_times": self.warmup_times, "times": self.times,
-            "cpu_times": self.cpu_times,
+            "cpu_times": self.cpu_times, "faults": self.faults,
             "others_cpu_s": self.others,
             "infer_times": self.infer_times, "flops": flops, "peak_mib": peak_mib, "losses": losses,
             "max_allocated_mib": max_allocated_mib,
@@ -718,8 +727,10 @@ def serve(args: argparse.Namespace, preset: str, variant: str) -> int:
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
+            faults0 = _minor_faults()
             with OthersMeter() as meter:
                 t = worker.step()
+            worker.faults.append(_minor_faults() - faults0)
             worker.times.append(t)
             worker.others.append(meter.others_s)
             worker.cpu_times.append(meter.own_s)
@@ -985,7 +996,7 @@ def _gib(mib: float) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = ("| preset | group | variant | G / D | W x H x batch | step median (s) | step min (s) | CPU s / step "
-            "| quiet steps "
+            "| page faults / step | quiet steps "
             "| speed-up vs plain eager | first step (s) | GFLOP/step | GFLOP/s | G inference median / min (ms) "
             "| peak mem Δ | losses vs plain |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -993,7 +1004,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r.get('group', '-') or '-'} | {r['variant']} | {r['error']} |"
-                         + " |" * 12)
+                         + " |" * 13)
             continue
         med = _median(r)
         _, n_quiet = quiet_times(r["times"], r["others_cpu_s"])
@@ -1005,10 +1016,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         speed = f"{_median(plain) / med:.2f}x" if plain else "-"
         flop_cells = (f"{flops / 1e9:.1f}{'*' if borrowed else ''} | {flops / 1e9 / med:.1f}" if flops else "- | -")
         cpu = statistics.median(r["cpu_times"]) if r.get("cpu_times") else float("nan")
+        faults = f"{statistics.median(r['faults']):,.0f}" if r.get("faults") else "-"
         lines.append(
             f"| {r['preset']} | {r['group']} | {r['variant']} | {r['generator']} / {r['discriminator']} | "
             f"{r['width']}x{r['height']} x {r['batch']} | {med:.4g} | {min(r['times']):.4g} | "
-            f"{cpu:.4g} | {quiet} | {speed} | {r['warmup_times'][0]:.2f} | {flop_cells} | "
+            f"{cpu:.4g} | {faults} | {quiet} | {speed} | {r['warmup_times'][0]:.2f} | {flop_cells} | "
             f"{statistics.median(r['infer_times']) * 1e3:.1f} / {min(r['infer_times']) * 1e3:.1f} | "
             f"{_gib(r['peak_mib'])} | {losses} |")
     return "\n".join(lines)

@@ -269,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="MODEL@WxH,... (models: unet_256, global)")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--reps", type=int, default=7, help="timed rounds per case at most")
-    p.add_argument("--minutes", type=float, default=14.0, help="time cap of the whole run")
+    p.add_argument("--reps", type=int, default=5, help="timed rounds per case at most")
+    p.add_argument("--minutes", type=float, default=15.0,
+                   help="time cap of the whole run (a case that starts runs its first calls and one round)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lockstep-mpix", type=float, default=2.0,
                    help="cases above batch x megapixels run one backend at a time (memory)")

@@ -83,3 +83,61 @@ def test_config_file_round_trip_and_strictness(tmp_path):
 def test_validate_names_the_key_and_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         validate(apply_overrides(Config(), [override]))
+
+
+def test_every_numeric_field_has_a_range_rule():
+    """A numeric field added without a rule in validate's table fails here, instead of slipping through."""
+    from pix2pix.config import _RANGES, SECTIONS, _field_types
+
+    cfg = Config()
+    numeric = {f"{s}.{k}" for s in SECTIONS for k, t in _field_types(getattr(cfg, s)).items() if t in (int, float)}
+    assert numeric - set(_RANGES) == set() and set(_RANGES) - numeric == set()
+
+
+@pytest.mark.parametrize("override", ["max_steps=0", "lr_d=0", "beta1=0", "ema_decay=0", "lambda_gan=0",
+                                      "num_workers=-1", "max_items=0", "n_layers_d=0"])
+def test_range_edges_that_are_valid(override):
+    validate(apply_overrides(get_preset("tiny"), [override]))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=0", r"optim.lr=0.0 must be a finite learning rate above 0: e.g. --set optim.lr=2e-4"),
+    ("optim.beta2=-0.1", r"optim.beta2=-0.1 must be in \[0, 1\)"),
+    ("train.max_steps=-1", r"train.max_steps=-1 must be 0 \(train for"),
+    ("model.ngf=0", r"model.ngf=0 must be at least 1 filter"),
+    ("train.num_samples=0", r"train.num_samples=0 must be at least 1"),
+    ("loss.lambda_vgg=inf", r"loss.lambda_vgg=inf must be a finite weight"),
+    ("optim.lr_policy=linar", r"Did you mean 'linear'"),
+])
+def test_range_errors_name_the_key_value_and_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(apply_overrides(get_preset("tiny"), [override]))
+
+
+def test_the_smallest_crop_reported_is_the_one_the_networks_take():
+    """The check runs G and D on shape-only tensors; real tensors agree at the reported size and one below."""
+    import torch
+
+    from pix2pix.training.objectives import build_discriminator
+
+    cfg = apply_overrides(get_preset("tiny"), ["batch_size=1", "crop_size=16", "load_size=16",
+                                               "model.generator_kwargs.num_downs=4"])
+    with pytest.raises(ConfigError, match="'patchgan' with model.n_layers_d=3 needs 24") as info:
+        validate(cfg)
+    assert "needs 16" not in str(info.value)  # the 4-level U-Net takes 16
+    d = build_discriminator(cfg).train()
+    d(torch.zeros(1, 6, 24, 24))
+    with pytest.raises((RuntimeError, ValueError)):
+        d(torch.zeros(1, 6, 23, 23))
+    validate(apply_overrides(cfg, ["crop_size=24", "load_size=24"]))
+
+
+def test_type_errors_name_the_file_and_short_dict_keys_resolve(tmp_path):
+    with pytest.raises(ConfigError, match=r"run/config.json: train.max_steps='3' should be a int \(a whole number"):
+        config_from_dict({"train": {"max_steps": "3"}}, source="run/config.json")
+    with pytest.raises(ConfigError, match="run/config.json: the top level must be a mapping"):
+        config_from_dict([1], source="run/config.json")  # type: ignore[arg-type]
+    cfg = apply_overrides(get_preset("tiny"), ["generator_kwargs.num_downs=4"])
+    assert cfg.model.generator_kwargs == {"num_downs": 4}
+    with pytest.raises(ConfigError, match="give a finite number"):
+        apply_overrides(get_preset("tiny"), ["model.generator_kwargs.num_downs=NaN"])

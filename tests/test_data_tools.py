@@ -24,7 +24,9 @@ from pix2pix.data.color import (
     rgb_to_lab,
     rgb_to_lab_tensor,
 )
+from pix2pix.data.label_sets import get_label_set
 from pix2pix.data.tools import (
+    LabelRules,
     canny,
     check_dataset,
     combine_pairs,
@@ -449,6 +451,62 @@ def test_check_dataset_pix2pixhd_layout(tmp_path: Path) -> None:
         ("unpaired", "train_img/c.png"),
         ("unpaired", "train_label/b.png"),  # no instance map
     ]
+
+
+def _label_folder(root: Path, maps: dict[str, np.ndarray], inst: bool = True) -> None:
+    for name, ids in maps.items():
+        save(ids, root / "train_label" / f"{name}.png")
+        save(noise_rgb(*ids.shape, 0), root / "train_img" / f"{name}.png")
+        if inst:
+            save(ids.astype(np.uint16), root / "train_inst" / f"{name}.png")
+
+
+def test_check_dataset_reads_label_ids_as_training_does(tmp_path: Path) -> None:
+    coco = get_label_set("coco_stuff")
+    ids = np.full((8, 8), 255, np.uint8)
+    ids[:4] = 7
+    wide = np.full((8, 8), 7, np.uint16)
+    wide[0, 0] = 7001  # an instance id in a 16-bit label map
+    _label_folder(tmp_path, {"a": ids, "b": wide})
+
+    problems = check_dataset(tmp_path, labels=LabelRules(label_nc=183))
+    assert sorted((p.kind, p.path.name) for p in problems) == [("ids", "a.png"), ("ids", "b.png")]
+    assert "holds ids 255, outside 0..182" in problems[0].message and "7001" in problems[1].message
+    assert "at least 7002" in problems[1].message  # the range that would fit both is named per file
+
+    with_set = check_dataset(tmp_path, labels=LabelRules(label_nc=183, label_set=coco))
+    assert [(p.kind, p.path.name) for p in with_set] == [("ids", "b.png")]  # 255 is the label set's unlabeled
+    assert with_set.notes == [f"1 label file (e.g. {tmp_path / 'train_label' / 'a.png'}): the coco_stuff label "
+                              "set's unlabeled value 255 is read as id 0 ('unlabeled')"]
+
+    mapped = check_dataset(tmp_path, labels=LabelRules(label_nc=183, ignore_index=0, label_set=coco))
+    assert mapped == [] and len(mapped.notes) == 2
+    assert mapped.notes[1] == (f"1 label file (e.g. {tmp_path / 'train_label' / 'b.png'}): ids outside 0..182 "
+                               "(data.label_nc=183) are mapped to data.ignore_index=0 ('unlabeled')")  # 7001 only
+    assert format_report(mapped) == "no problems found\n" + "\n".join(f"note: {n}" for n in mapped.notes)
+    assert "not checked against label_nc" in check_dataset(tmp_path).notes[0]  # without rules: said so
+
+
+def test_check_dataset_instance_maps_and_colour_labels_with_rules(tmp_path: Path) -> None:
+    _label_folder(tmp_path, {"a": np.zeros((8, 8), np.uint8)}, inst=False)
+    save(noise_rgb(8, 8, 3), tmp_path / "train_label" / "c.png")  # colour-coded label map
+    save(noise_rgb(8, 8, 4), tmp_path / "train_img" / "c.png")
+    problems = check_dataset(tmp_path, labels=LabelRules(label_nc=10))
+    assert sorted((p.kind, p.path.name) for p in problems) == [("missing", "train_inst"), ("mode", "c.png")]
+    assert check_dataset(tmp_path, labels=LabelRules(label_nc=10, use_instance=False))[0].kind == "mode"
+    assert check_dataset(tmp_path) == []  # without rules neither is a problem (RGB maps may use a palette)
+
+
+def test_cli_check_with_a_preset_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _label_folder(tmp_path, {"a": np.full((8, 8), 12, np.uint8)})
+    assert run_cli(["data", "check", str(tmp_path), "--preset", "tiny_hd"]) == 1  # tiny_hd: 10 ids
+    assert "holds ids 12, outside 0..9 (data.label_nc=10)" in capsys.readouterr().out
+    assert run_cli(["data", "check", str(tmp_path), "--preset", "tiny_hd", "--set", "data.ignore_index=0"]) == 0
+    assert run_cli(["data", "check", str(tmp_path), "--label-nc", "13"]) == 0
+    capsys.readouterr()
+    assert run_cli(["data", "check", str(tmp_path), "--preset", "tiny", "--set", "data.preprocess=crop",
+                    "--label-nc", "13"]) == 1
+    assert "smaller than the crop size 32" in capsys.readouterr().out  # preprocess=crop needs images that big
 
 
 # --------------------------------------------------------------------------------------------- CLI

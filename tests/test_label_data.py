@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pix2pix.data.label_sets import (
     get_label_set,
     nearest_palette_ids,
 )
-from pix2pix.data.labels import boundary_map, cityscapes_instance_class, label_condition_map, one_hot
+from pix2pix.data.labels import boundary_map, cityscapes_instance_class, label_condition_map, map_label_ids, one_hot
 from pix2pix.errors import ConfigError, DataError
 
 CITYSCAPES = SHARED_DATA / "cityscapes_samples"
@@ -377,3 +378,64 @@ def test_real_cityscapes_samples():
     assert len(test) == 15 and not test.has_images
     t = test[0]
     assert "image" not in t and t["label"].shape == (1, 128, 128) and int(t["label"].max()) < 35
+
+
+# ----------------------------------------------------------------------------- the label ids every path reads
+
+
+def test_map_label_ids_unlabeled_values_then_ignore_index():
+    coco = get_label_set("coco_stuff")
+    ids = np.array([[0, 5, 182], [183, 255, 300]])
+    np.testing.assert_array_equal(map_label_ids(ids, 183), ids)  # nothing to map: left for one_hot to report
+    np.testing.assert_array_equal(map_label_ids(ids, 183, label_set=coco), [[0, 5, 182], [183, 0, 300]])
+    np.testing.assert_array_equal(map_label_ids(ids, 183, ignore_index=7, label_set=coco), [[0, 5, 182], [7, 0, 7]])
+    np.testing.assert_array_equal(map_label_ids(ids, 183, ignore_index=-1), ids)  # the config's "none"
+    t = torch.from_numpy(ids)[None, None]
+    mapped = map_label_ids(t, 183, ignore_index=7, label_set=coco)
+    assert isinstance(mapped, torch.Tensor) and mapped.shape == t.shape and mapped[0, 0, 1, 1] == 0
+    assert t[0, 0, 1, 1] == 255  # a new object: the input is left alone
+
+
+def test_coco_stuff_declares_255_unlabeled_and_keeps_it_through_classes_json(tmp_path):
+    coco = get_label_set("coco_stuff")
+    assert coco.unlabeled_ids == (255,) and coco.ignore_id == 0 and coco.class_names[0] == "unlabeled"
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(coco.to_classes_json()))
+    again = LabelSet.from_classes_json(path)
+    assert again.unlabeled_ids == (255,) and again == LabelSet.from_dict(coco.to_classes_json(), name="coco_stuff")
+    rgb = colorize(np.array([[255, 1]]), coco)  # shown in 'unlabeled's colour
+    assert rgb[0, 0].tolist() == list(coco.palette[0]) and rgb[0, 1].tolist() == list(coco.palette[1])
+    with pytest.raises(DataError, match="outside the palette"):
+        colorize(np.array([[255]]), coco.palette_array)  # a bare palette knows no such convention
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"label_nc": 3, "ignore_id": 0, "unlabeled_ids": [2]}, "is one of the classes"),
+    ({"label_nc": 3, "classes": [{"id": 0, "name": "a"}], "unlabeled_ids": [255]}, "need an ignore_id"),
+    ({"label_nc": 3, "unlabeled_ids": ["x"]}, "malformed class table"),
+    ({"label_nc": 3, "classes": [{"id": 0, "color": "red"}]}, "colours are"),
+    (["not", "a", "table"], "is a JSON object"),
+])
+def test_malformed_class_tables_are_data_errors(tmp_path, table, message):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(table))
+    with pytest.raises(DataError, match=message) as info:
+        LabelSet.from_classes_json(path)
+    assert str(path) in str(info.value)
+
+
+def test_label_dataset_reads_ids_as_training_does(tmp_path: Path):
+    """255 becomes the label set's void id; other ids outside the range become ignore_index when one is set."""
+    for kind in ("label", "img"):
+        (tmp_path / f"train_{kind}").mkdir()
+    ids = np.array([[1, 255], [200, 182]], dtype=np.uint8)
+    Image.fromarray(ids).save(tmp_path / "train_label" / "a.png")
+    Image.new("RGB", (2, 2)).save(tmp_path / "train_img" / "a.png")
+    coco = get_label_set("coco_stuff")
+    common = dict(label_nc=183, use_instance=False, preprocess="none", train=False)
+    assert LabelDataset(tmp_path, **common)[0]["label"][0].tolist() == ids.tolist()
+    assert LabelDataset(tmp_path, label_set=coco, **common)[0]["label"][0].tolist() == [[1, 0], [200, 182]]
+    mapped = LabelDataset(tmp_path, label_set=coco, ignore_index=5, **common)[0]["label"][0]
+    assert mapped.tolist() == [[1, 0], [5, 182]]
+    with pytest.raises(DataError, match=r"ids \[200\]"):  # 255 is the label set's: only 200 is reported
+        check_label_ids(LabelDataset(tmp_path, label_set=coco, **common))

@@ -11,7 +11,7 @@ from pix2pix.report import read_stats
 from pix2pix.training.sampling import EpochSampler
 from pix2pix.training.schedules import linear_decay_factor
 from pix2pix.training.state import load_training_state
-from pix2pix.training.trainer import Trainer, train
+from pix2pix.training.trainer import Trainer, load_run_config, train
 
 
 def _losses(run_dir):
@@ -189,3 +189,18 @@ def test_fast_step_switch_keeps_the_losses_close(tiny_config):
     fast = _losses(train(tiny_config).run_dir)
     for a, b in zip(exact, fast, strict=True):
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-3 * max(1.0, abs(a[k])) for k in a)
+
+
+def test_max_seconds_stops_saved_and_resumes(tiny_config):
+    tiny_config.train.max_steps = 50
+    tiny_config.train.max_seconds = 1e-9  # the first step already takes longer
+    first = train(tiny_config)
+    assert first.step == 1 and not first.interrupted
+    state = load_training_state(first.run_dir / "checkpoints" / "latest.pt")
+    assert state["step"] == 1 and state["trained_seconds"] > 0
+    assert (first.run_dir / "model" / "config.json").is_file()
+    assert [r["step"] for r in read_stats(first.run_dir / "stats.jsonl")] == [1]
+    cfg = load_run_config(first.run_dir)
+    cfg.train.max_seconds = 0.0
+    cfg.train.max_steps = 4
+    assert train(cfg, resume=first.run_dir).step == 4

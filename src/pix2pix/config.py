@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,7 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 1
     max_steps: int = 0  # stop after this many steps (0: run every epoch)
+    max_seconds: float = 0.0  # stop (saved) once the training steps took this long in all, resumes included (0: off)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     log_every: int = 100  # steps between stats.jsonl lines and progress-bar updates
@@ -154,6 +156,9 @@ def _field_types(obj: Any) -> dict[str, Any]:
     return typing.get_type_hints(type(obj))
 
 
+_TYPE_HINTS = {int: "a whole number, e.g. 4", float: "a number, e.g. 2e-4", bool: "true or false"}
+
+
 def _parse_value(text: str, typ: Any, key: str) -> Any:
     """Parse a --set value by the field's type."""
     try:
@@ -175,45 +180,59 @@ def _parse_value(text: str, typ: Any, key: str) -> Any:
             return value
         return text
     except ValueError:
-        raise ConfigError(f"{key}={text!r} is not a valid {getattr(typ, '__name__', typ)}.") from None
+        hint = _TYPE_HINTS.get(typ, 'a JSON object, e.g. {"num_downs": 6}')
+        raise ConfigError(f"--set {key}={text!r} is not a valid {getattr(typ, '__name__', typ)}: give {hint}.") \
+            from None
 
 
-def _check_type(value: Any, typ: Any, key: str) -> Any:
+def _check_type(value: Any, typ: Any, key: str, source: str = "config") -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = typing.get_origin(typ) or typ
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}={value!r} should be a {getattr(expected, '__name__', expected)}.")
+        name = getattr(expected, "__name__", expected)
+        hint = _TYPE_HINTS.get(expected, "a JSON object" if expected is dict else f"a {name}")
+        raise ConfigError(f"{source}: {key}={value!r} should be a {name} ({hint}); fix the value in the file.")
     return value
 
 
 def update_config(cfg: Config, values: dict[str, Any], source: str = "config") -> Config:
     """Apply a nested dict of values onto `cfg` (in place); unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)}), not "
+                          f"{type(values).__name__}; fix the file.")
     for section, sub in values.items():
         if section == "preset":
             cfg.preset = str(sub)
             continue
         if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section '{section}'; sections are {', '.join(SECTIONS)}."
-                              + did_you_mean(section, SECTIONS))
+            raise ConfigError(f"{source}: unknown section '{section}'; sections are {', '.join(SECTIONS)} (remove "
+                              "it or correct its name)." + did_you_mean(section, SECTIONS))
         if not isinstance(sub, dict):
-            raise ConfigError(f"{source}: section '{section}' must be a mapping of keys to values.")
+            raise ConfigError(f"{source}: section '{section}' must be a mapping of keys to values, not "
+                              f"{type(sub).__name__}; fix the file.")
         obj = getattr(cfg, section)
         types = _field_types(obj)
         for key, value in sub.items():
             if key not in types:
-                raise ConfigError(f"{source}: unknown key '{section}.{key}'." + did_you_mean(key, types))
-            setattr(obj, key, _check_type(copy.deepcopy(value), types[key], f"{section}.{key}"))
+                raise ConfigError(f"{source}: unknown key '{section}.{key}'; remove it or correct its name."
+                                  + did_you_mean(key, types))
+            setattr(obj, key, _check_type(copy.deepcopy(value), types[key], f"{section}.{key}", source))
     return cfg
 
 
-def config_from_dict(values: dict[str, Any]) -> Config:
-    return update_config(Config(), values)
+def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
+    return update_config(Config(), values, source)
 
 
 def all_keys(cfg: Config | None = None) -> list[str]:
     cfg = cfg or Config()
     return [f"{s}.{k}" for s in SECTIONS for k in _field_types(getattr(cfg, s))]
+
+
+def _key_type(key: str) -> Any:
+    section, name = key.split(".")
+    return _field_types(getattr(Config(), section))[name]
 
 
 def resolve_key(key: str) -> str:
@@ -224,6 +243,9 @@ def resolve_key(key: str) -> str:
     head = key.split(".")[0]
     if head in SECTIONS and len(key.split(".")) == 3:  # model.generator_kwargs.num_downs
         return key
+    dicts = [k for k in keys if k.split(".", 1)[1] == head and typing.get_origin(_key_type(k)) is dict]
+    if len(key.split(".")) == 2 and len(dicts) == 1:  # generator_kwargs.num_downs
+        return f"{dicts[0]}.{key.split('.')[1]}"
     matches = [k for k in keys if k.split(".", 1)[1] == key]
     if len(matches) == 1:
         return matches[0]
@@ -252,6 +274,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                 value: Any = json.loads(text)
             except json.JSONDecodeError:
                 value = text
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--set {key}={text}: give a finite number.")
             getattr(obj, parts[1])[parts[2]] = value
         else:
             setattr(obj, parts[1], _parse_value(text, types[parts[1]], key))
@@ -284,12 +308,77 @@ def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}." + did_you_mean(value, choices))
 
 
+# Numeric ranges: key -> (check, what a valid value is, the fix). Every numeric field is listed (a test
+# checks that), so a new field without a rule fails the suite instead of slipping through.
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+_RANGES: dict[str, tuple[Any, str, str]] = {
+    "data.load_size": (lambda x: x >= 1, "must be at least 1 pixel", "e.g. --set data.load_size=286"),
+    "data.crop_size": (lambda x: x >= 1, "must be at least 1 pixel", "e.g. --set data.crop_size=256"),
+    "data.max_items": (lambda x: x >= 0, "must be 0 (all pairs) or more", "use 0 for every pair"),
+    "data.num_workers": (lambda x: x >= -1, "must be -1 (automatic), 0 (in-process) or more", "use -1"),
+    "data.label_nc": (lambda x: x >= 0, "must be 0 (RGB label images) or the number of label ids",
+                      "e.g. --set data.label_nc=35 for Cityscapes"),
+    "data.ignore_index": (lambda x: x >= -1, "must be -1 (none) or a label id", "use -1 or a class id"),
+    "model.ngf": (lambda x: x >= 1, "must be at least 1 filter", "e.g. --set model.ngf=64"),
+    "model.ndf": (lambda x: x >= 1, "must be at least 1 filter", "e.g. --set model.ndf=64"),
+    "model.n_layers_d": (lambda x: x >= 0, "must be 0 (1x1 PatchGAN) or more", "e.g. 3 (70x70)"),
+    "model.num_d": (lambda x: x >= 1, "must be at least 1 discriminator scale", "e.g. 2"),
+    "model.feat_num": (lambda x: x >= 1, "must be at least 1 feature channel", "e.g. 3"),
+    "model.nef": (lambda x: x >= 1, "must be at least 1 filter", "e.g. 16"),
+    "model.n_downsample_e": (lambda x: x >= 0, "must be 0 or more", "e.g. 4"),
+    "model.in_channels": (lambda x: x in (1, 3, 4), "must be 1 (gray), 3 (RGB) or 4 (RGBA)", "e.g. 3"),
+    "model.out_channels": (lambda x: x in (1, 2, 3, 4), "must be 1, 3, 4, or 2 (the Lab colorization mode)",
+                           "e.g. 3"),
+    "model.init_gain": (lambda x: _finite(x) and x > 0, "must be a finite number above 0", "e.g. 0.02"),
+    "optim.lr": (lambda x: _finite(x) and x > 0, "must be a finite learning rate above 0",
+                 "e.g. --set optim.lr=2e-4"),
+    "optim.lr_d": (lambda x: _finite(x) and x >= 0, "must be a finite learning rate, or 0 (the same as optim.lr)",
+                   "e.g. --set optim.lr_d=0"),
+    "optim.beta1": (lambda x: _finite(x) and 0 <= x < 1, "must be in [0, 1)", "e.g. 0.5"),
+    "optim.beta2": (lambda x: _finite(x) and 0 <= x < 1, "must be in [0, 1)", "e.g. 0.999"),
+    "optim.n_epochs": (lambda x: x >= 0, "must be 0 or more epochs", "e.g. 100"),
+    "optim.n_epochs_decay": (lambda x: x >= 0, "must be 0 or more epochs", "e.g. 100"),
+    "optim.lr_decay_iters": (lambda x: x >= 1, "must be at least 1 epoch", "e.g. 50"),
+    "train.batch_size": (lambda x: x >= 1, "must be at least 1", "e.g. --set train.batch_size=1"),
+    "train.max_steps": (lambda x: x >= 0, "must be 0 (train for optim.n_epochs + optim.n_epochs_decay epochs) or a "
+                        "number of steps", "use 0 for the full schedule"),
+    "train.seed": (lambda x: 0 <= x < 2**63, "must be in 0..2**63-1", "e.g. 0"),
+    "train.log_every": (lambda x: x >= 1, "must be at least 1 step", "e.g. 100"),
+    "train.sample_every": (lambda x: x >= 1, "must be at least 1 step", "e.g. 1000"),
+    "train.checkpoint_every": (lambda x: x >= 1, "must be at least 1 step", "e.g. 2000"),
+    "train.num_samples": (lambda x: x >= 1, "must be at least 1 pair", "e.g. 4"),
+    "train.ema_decay": (lambda x: _finite(x) and 0 <= x < 1, "must be in [0, 1) (0: off)", "e.g. 0.999"),
+    "train.grad_accum": (lambda x: x >= 1, "must be at least 1 micro-batch", "e.g. 1"),
+    "train.niter_fix_global": (lambda x: x >= 0, "must be 0 or more epochs", "e.g. 10"),
+    "train.max_seconds": (lambda x: _finite(x) and x >= 0, "must be 0 (no time limit) or a number of seconds",
+                          "e.g. --set train.max_seconds=3600"),
+}
+_RANGES.update({f"loss.{name}": (lambda x: _finite(x) and x >= 0, "must be a finite weight, 0 (off) or more",
+                                 f"e.g. --set loss.{name}=0 to turn the term off")
+                for name in ("lambda_gan", "lambda_l1", "lambda_gp", "lambda_feat", "lambda_vgg", "lambda_perceptual",
+                             "lambda_r1")})
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def validate(cfg: Config) -> Config:
-    """Check values that types alone cannot; raise ConfigError naming the key and the fix."""
+    """Check values that types alone cannot; raise ConfigError naming the key, the value and the fix."""
     from .data.layout import LAYOUTS
     from .losses import GAN_MODES
+    from .losses.augment import parse_policy
     from .nn.blocks import NORMS, UPSAMPLES
+    from .nn.init import INIT_TYPES
 
+    for key, (ok, what, fix) in _RANGES.items():
+        value = _get(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} {what}: {fix}.")
     d, m, t = cfg.data, cfg.model, cfg.train
     _choice(d.direction, DIRECTIONS, "data.direction")
     _choice(d.preprocess, PREPROCESS_MODES, "data.preprocess")
@@ -298,24 +387,134 @@ def validate(cfg: Config) -> Config:
     _choice(m.family, FAMILIES, "model.family")
     _choice(m.norm, NORMS, "model.norm")
     _choice(m.upsample, UPSAMPLES, "model.upsample")
+    _choice(m.init, INIT_TYPES, "model.init")
     _choice(cfg.loss.gan_mode.replace("wgan-gp", "wgangp"), GAN_MODES, "loss.gan_mode")
     _choice(cfg.optim.lr_policy, LR_POLICIES, "optim.lr_policy")
+    _choice(t.precision, PRECISIONS, "train.precision")
+    parse_policy(cfg.loss.diffaugment)
     if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
         raise ConfigError(f"data.crop_size={d.crop_size} is larger than data.load_size={d.load_size}: "
                           "lower crop_size or raise load_size.")
-    for key in ("load_size", "crop_size"):
-        if getattr(d, key) < 1:
-            raise ConfigError(f"data.{key} must be positive.")
-    _choice(t.precision, PRECISIONS, "train.precision")
-    if t.grad_accum < 1 or t.batch_size % t.grad_accum:
-        raise ConfigError(f"train.grad_accum={t.grad_accum} must be at least 1 and divide train.batch_size="
-                          f"{t.batch_size}: the batch is split into grad_accum micro-batches.")
-    for key in ("batch_size", "log_every", "sample_every", "checkpoint_every"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key}={getattr(t, key)} must be at least 1.")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.grad_accum={t.grad_accum} must divide train.batch_size={t.batch_size}: the batch "
+                          "is split into grad_accum micro-batches.")
     if cfg.optim.n_epochs + cfg.optim.n_epochs_decay < 1 and t.max_steps < 1:
         raise ConfigError("optim.n_epochs + optim.n_epochs_decay must be at least 1 (or set train.max_steps).")
-    if m.in_channels not in (1, 3, 4) or m.out_channels not in (1, 2, 3, 4):
-        raise ConfigError(f"model.in_channels={m.in_channels}, model.out_channels={m.out_channels}: "
-                          "use 1 (gray), 3 (RGB) or 4 (RGBA); out_channels 2 is the Lab colorization mode.")
+    if t.load_global and (m.family != "pix2pixhd" or m.generator != "local"):
+        raise ConfigError(f"train.load_global={t.load_global!r} initialises a pix2pixHD local enhancer, but "
+                          f"model.family={m.family!r}, model.generator={m.generator!r}: drop it, or train "
+                          "model.generator=local (e.g. --preset pix2pixhd_cityscapes_1024).")
+    if m.family == "pix2pixhd":
+        check_label_settings(d)
+    _check_input_size(cfg)
     return cfg
+
+
+def check_label_settings(d: DataConfig) -> None:
+    """ignore_index inside the label ids, and a named label set with as many classes as label_nc."""
+    if d.label_nc > 0 and d.ignore_index >= d.label_nc:
+        raise ConfigError(f"data.ignore_index={d.ignore_index} is outside the label ids 0..{d.label_nc - 1} "
+                          f"(data.label_nc={d.label_nc}): use -1 (ids outside the range are an error) or the id of "
+                          "the class they should map to, e.g. 0.")
+    if d.label_nc == 0 and d.ignore_index != -1 and not d.class_from_folder:
+        raise ConfigError(f"data.ignore_index={d.ignore_index} with data.label_nc=0: RGB label images have no ids to "
+                          "ignore; use -1.")
+    if d.label_set and d.label_nc > 0 and not d.class_from_folder:
+        from .data.label_sets import get_label_set
+
+        label_set = get_label_set(d.label_set)
+        if label_set.label_nc != d.label_nc:
+            raise ConfigError(f"data.label_set={d.label_set!r} has {label_set.label_nc} classes but data.label_nc="
+                              f"{d.label_nc}: set data.label_nc={label_set.label_nc}, or name the label set of these "
+                              "label maps.")
+
+
+# The largest side tried when looking for the smallest input a network takes.
+_MAX_PROBE = 8192
+
+
+def _check_input_size(cfg: Config) -> None:
+    """The crops must fit the networks: a U-Net needs at least its size multiple, and the discriminator's
+    stride-2 layers (and normalisation layers) must not shrink a crop to nothing.
+
+    Checked by running G and D on "meta" tensors (shapes only: no memory, no arithmetic) at
+    data.crop_size with the micro-batch size, which raises exactly what the first training step
+    would. Only crop-based preprocessing has a known size; "none" and "scale_width" keep the images'.
+    """
+    d, m, t = cfg.data, cfg.model, cfg.train
+    if d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop"):
+        return
+    import torch
+
+    from .models import run_padded
+    from .models.padding import size_multiple
+    from .training.objectives import build_discriminator, build_generator, build_hd_networks, hd_channels
+
+    size, batch = d.crop_size, max(1, t.batch_size // t.grad_accum)
+    try:
+        with torch.device("meta"):
+            if m.family == "pix2pix":
+                g = build_generator(cfg)
+                net_d = build_discriminator(cfg) if cfg.loss.lambda_gan > 0 else None
+                g_in, d_in = m.in_channels, (m.in_channels + m.out_channels if m.conditional_d else m.out_channels)
+            else:
+                g, _, net_d = build_hd_networks(cfg)
+                g_in, d_in = hd_channels(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.generator={m.generator!r} / model.discriminator={m.discriminator!r} with "
+                          f"model.generator_kwargs={m.generator_kwargs}: cannot be built ({exc}); fix the option "
+                          "values.") from None
+    multiple = size_multiple(g)
+
+    def fits(net: Any, channels: int, side: int, padded: bool) -> str:
+        """"" when `net` takes side x side inputs, else why not."""
+        x = torch.empty(batch, channels, side, side, device="meta")
+        try:
+            with torch.no_grad():
+                run_padded(net, x) if padded else net(x)
+        except (RuntimeError, ValueError) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Kernel size" in text or "padded input size" in text.lower():
+                return "its stride-2 convolutions shrink smaller crops below their kernel size"
+            if "more than 1" in text:
+                return f"its {m.norm}-norm layers would see a single value per channel at batch {batch}"
+            return text
+        return ""
+
+    def smallest(net: Any, channels: int, padded: bool) -> tuple[int, str] | None:
+        """(smallest side `net` takes, why `size` fails), None when `size` fits or no side up to _MAX_PROBE does."""
+        reason = fits(net, channels, size, padded)
+        if not reason:
+            return None
+        low, high = size, size * 2
+        while high <= _MAX_PROBE and fits(net, channels, high, padded):
+            low, high = high, high * 2
+        if high > _MAX_PROBE:
+            return None  # not a size problem: the first training step reports it
+        while high - low > 1:  # the smallest side that fits is in (low, high]
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(net, channels, mid, padded) else (low, mid)
+        return high, reason
+
+    needs: list[tuple[int, str, str]] = []  # (side, what needs it and why, how else to fix it)
+    if size < multiple:
+        needs.append((multiple, f"the generator {m.generator!r} needs {multiple} (its down-samplings halve the image "
+                                f"to 1 pixel there)", "a generator with fewer down-samplings (e.g. --set "
+                                "model.generator=unet --set model.generator_kwargs.num_downs=N for 2**N-pixel crops)"))
+    else:
+        found = smallest(g, g_in, True)
+        if found:
+            needs.append((found[0], f"the generator {m.generator!r} needs {found[0]} ({found[1]})",
+                          "a generator with fewer down-samplings (model.generator_kwargs)"))
+    if net_d is not None:
+        found = smallest(net_d, d_in, False)
+        if found:
+            scales = f", model.num_d={m.num_d}" if m.family == "pix2pixhd" else ""
+            needs.append((found[0], f"the discriminator {m.discriminator!r} with model.n_layers_d={m.n_layers_d}"
+                                    f"{scales} needs {found[0]} ({found[1]})",
+                          "a shallower discriminator (lower model.n_layers_d)"))
+    if needs:
+        side = max(n for n, _, _ in needs)
+        raise ConfigError(f"data.crop_size={size} is too small: " + "; ".join(why for _, why, _ in needs)
+                          + f". Use crops of at least {side} (data.crop_size, with data.load_size >= crop_size), or "
+                          + " or ".join(fix for _, _, fix in needs) + ".")

@@ -10,14 +10,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import Deprecated, add_device, deprecated_positional_output, output_of
+from .options import (
+    Deprecated,
+    add_device,
+    add_progress,
+    deprecated_positional_output,
+    output_folder,
+    output_of,
+    show_progress,
+)
 
 
 def _synth(args: argparse.Namespace) -> int:
     # Imported here: the synthetic world module is heavier and only this command needs it.
     from ..data.synthetic import parse_size, write_synthetic_dataset
 
-    out = Path(output_of(args, "data synth"))
+    out = output_folder(output_of(args, "data synth"))
     width, height = parse_size(args.image_size)
     summary = write_synthetic_dataset(out, args.num, (width, height), args.seed, args.test_fraction)
     info = summary if isinstance(summary, dict) else {}
@@ -29,8 +37,8 @@ def _synth(args: argparse.Namespace) -> int:
 def _combine(args: argparse.Namespace) -> int:
     from ..data.tools import combine_pairs
 
-    out = output_of(args, "data combine")
-    n = combine_pairs(args.a_dir, args.b_dir, out, resize=args.resize, progress=True)
+    out = output_folder(output_of(args, "data combine"))
+    n = combine_pairs(args.a_dir, args.b_dir, out, resize=args.resize, progress=show_progress(args))
     print(f"wrote {n} A|B pairs to {out}")
     return 0
 
@@ -38,7 +46,7 @@ def _combine(args: argparse.Namespace) -> int:
 def _edges(args: argparse.Namespace) -> int:
     from ..data.tools import make_edges_dataset
 
-    out = output_of(args, "data edges")
+    out = output_folder(output_of(args, "data edges"))
     n = make_edges_dataset(
         args.src,
         out,
@@ -49,7 +57,7 @@ def _edges(args: argparse.Namespace) -> int:
         high=args.high,
         hed_threshold=args.hed_threshold,
         device=args.device,
-        progress=True,
+        progress=show_progress(args),
     )
     print(f"wrote {n} edges|photo pairs ({args.method}) to {out}")
     return 0
@@ -58,9 +66,9 @@ def _edges(args: argparse.Namespace) -> int:
 def _colorize(args: argparse.Namespace) -> int:
     from ..data.tools import make_colorization_dataset
 
-    out = output_of(args, "data colorize")
+    out = output_folder(output_of(args, "data colorize"))
     n = make_colorization_dataset(args.src, out, args.mode, args.test_fraction, seed=args.seed,
-                                  progress=True)
+                                  progress=show_progress(args))
     what = "gray|colour pairs" if args.mode == "rgb" else "colour images (Lab colorization layout)"
     where = f"{out}/train" + (f" and {out}/test" if args.test_fraction > 0 else "")
     print(f"wrote {n} {what} to {where}")
@@ -68,11 +76,32 @@ def _colorize(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..data.tools import check_dataset, format_report
+    from ..data.tools import LabelRules, check_dataset, format_report
 
-    problems = check_dataset(args.root, crop_size=args.crop_size, progress=True)
+    labels, crop_size = None, args.crop_size
+    if args.preset or args.set or args.label_nc is not None:
+        cfg = _check_config(args)
+        labels = LabelRules.from_config(cfg, args.root)
+        if crop_size is None and cfg.data.preprocess == "crop":  # the one mode that needs images of crop size
+            crop_size = cfg.data.crop_size
+    problems = check_dataset(args.root, crop_size=crop_size, labels=labels, progress=show_progress(args))
     print(format_report(problems))
     return 1 if problems else 0
+
+
+def _check_config(args: argparse.Namespace):
+    """The training config `data check` compares the dataset with: --preset, then --set, then --label-nc."""
+    from ..config import Config, apply_overrides, check_label_settings, validate
+    from ..presets import get_preset
+
+    cfg = get_preset(args.preset) if args.preset else Config()
+    apply_overrides(cfg, args.set or [])
+    if args.label_nc is not None:
+        cfg.data.label_nc = args.label_nc
+    cfg.data.root = str(args.root)
+    validate(cfg)
+    check_label_settings(cfg.data)  # whatever the model family: these are the label maps' settings
+    return cfg
 
 
 def _positive_int(text: str) -> int:
@@ -123,6 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--resize", action="store_true", help="resize B to A's size instead of failing on a mismatch"
     )
+    add_progress(p)
     p.set_defaults(func=_combine)
 
     p = sub.add_parser("edges", help="make an edges->photo dataset (A = edge map, B = photo)")
@@ -156,6 +186,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="binarise HED edges at this probability (default: soft strokes)",
     )
     add_device(p)
+    add_progress(p)
     p.set_defaults(func=_edges)
 
     p = sub.add_parser("colorize", help="make a colorization dataset from colour photos")
@@ -171,6 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--test-fraction", type=_fraction, default=0.1, help="share of images in test/ (default: 0.1)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default: 0)")
+    add_progress(p)
     p.set_defaults(func=_colorize)
 
     p = sub.add_parser("check", help="report every problem of a dataset (exit 1 if any)")
@@ -178,5 +210,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--crop-size", type=_positive_int, default=None, help="also report images smaller than this crop size"
     )
+    p.add_argument("--preset", help="check the data as training with this preset reads it (label ids against "
+                                    "data.label_nc and data.ignore_index, instance maps, crop size)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config value as for `pix2pix train`, e.g. --set data.label_nc=183 (repeatable)")
+    p.add_argument("--label-nc", type=int, default=None, metavar="N",
+                   help="the number of label ids (data.label_nc): ids >= N are problems unless data.ignore_index "
+                        "maps them")
+    add_progress(p)
     p.set_defaults(func=_check)
     return data

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .options import Deprecated, add_output, add_progress, show_progress
+from .options import Deprecated, add_output, add_progress, output_folder, show_progress
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.output, num=args.num, size=args.image_size, seed=args.seed, max_steps=args.steps,
+    run_demo(output_folder(args.output), num=args.num, size=args.image_size, seed=args.seed, max_steps=args.steps,
              progress=show_progress(args))
     return 0
 

@@ -13,13 +13,22 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io.model_dir import MODEL_HELP
-from .options import Deprecated, add_device, add_label_set, add_model, add_output, add_progress, show_progress
+from .options import (
+    MODEL_HELP,
+    Deprecated,
+    add_device,
+    add_label_set,
+    add_model,
+    add_output,
+    add_progress,
+    output_folder,
+    show_progress,
+)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..data.label_sets import get_label_set
-    from ..evaluation.evaluate import evaluate_folders, evaluate_model, format_markdown, write_report
+    from ..evaluation.evaluate import check_options, evaluate_folders, evaluate_model, format_markdown, write_report
     from ..evaluation.segmentation import import_factory
     from ..evaluation.segmenter import resolve_segmenter
     from ..runtime import resolve_device
@@ -33,10 +42,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--real and --fake go together: the real images and the generated ones, paired by name.")
     if args.label_maps and not args.segmenter:
         raise ConfigError("--label-maps is used by the segmentation score: add --segmenter SEG.")
+    if not args.model and not args.output:
+        raise ConfigError("-o/--output DIR is required with --real/--fake: where metrics.json and metrics.md go.")
+    check_options(args.batch_size, args.kid_subset_size, args.kid_subsets)
+    if args.output:
+        output_folder(args.output)
     device = resolve_device(args.device)
     label_set = get_label_set(args.label_set) if args.label_set else None
     segmenter = resolve_segmenter(args.segmenter, label_set, device) if args.segmenter else None
-    extractor = import_factory(args.feature_extractor)() if args.feature_extractor else None
+    extractor = import_factory(args.feature_extractor, "--feature-extractor")() if args.feature_extractor else None
     options = dict(feature_extractor=extractor, inception_weights=args.inception_weights, fid=not args.no_fid,
                    kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
                    lpips_net=None if args.no_lpips else args.lpips_net, batch_size=args.batch_size)
@@ -46,8 +60,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_model(args.model, args.data, out, phase=args.phase, segmenter=segmenter, device=device,
                                 progress=progress, **options)
     else:
-        if not args.output:
-            raise ConfigError("-o/--output DIR is required with --real/--fake: where metrics.json and metrics.md go.")
         out = Path(args.output)
         result = evaluate_folders(args.real, args.fake, labels_dir=args.label_maps, segmenter=segmenter, device=device,
                                   progress=progress, **options)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+# as in pix2pix.export.backends (not imported here: building the parser must not load torch)
+_FORMATS = ("onnx", "torchscript", "openvino")
+_BACKENDS = ("onnxruntime", "openvino", "torchscript")
+
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_model
@@ -27,20 +31,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..export.backends import BACKENDS, FORMATS
+    from .options import add_model, add_output
 
     p = sub.add_parser("export", help="export a model to ONNX, TorchScript or OpenVINO, with a parity check")
-    p.add_argument("--model", required=True,
-                   help="a model directory, a training run directory, a published model name or hf://org/name")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("-o", "--output", required=True, help="the folder to write (replaced only if it holds an export)")
+    add_model(p)
+    p.add_argument("--format", required=True, choices=_FORMATS)
+    add_output(p, "the folder to write (an existing one is replaced only if it holds an export)", required=True)
     p.add_argument("--sizes", metavar="HxW,HxW",
                    help="the two check sizes (default: from the generator's size multiple, e.g. 256x512 and "
                         "129x253 for unet_256); the second is checked with batch 2")
     p.add_argument("--encoded-input", action="store_true",
                    help="pix2pixHD: export the generator alone, taking the encoded tensor (one-hot labels, "
                         "boundary map, features) as the eager generator does, instead of the label and instance ids")
-    p.add_argument("--check-backend", choices=BACKENDS,
+    p.add_argument("--check-backend", choices=_BACKENDS,
                    help="the runtime that runs the parity check (default: the format's own; openvino can "
                         "check an onnx export)")
     p.set_defaults(func=_cmd_export)

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..features import compute_clusters, load_encoder
-from ..io.model_dir import recorded_data_root, resolve_model_dir
 from .options import add_device, add_model, add_output, add_progress, show_progress
 
 
 def _data_root(model_dir: Path, data: str | None) -> str:
     """--data, or the data.root recorded in the run's config.json."""
+    from ..io.model_dir import recorded_data_root
+
     if data:
         return data
     root = recorded_data_root(model_dir)
@@ -30,6 +30,9 @@ def _data_root(model_dir: Path, data: str | None) -> str:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    from ..features import compute_clusters, load_encoder
+    from ..io.model_dir import resolve_model_dir
+
     if bool(args.run) == bool(args.model):
         raise ConfigError("features: name the model once, with --model RUN_OR_MODEL_DIR.")
     if args.run:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io.model_dir import MODEL_HELP
 
+MODEL_HELP = ("a model directory, a training run directory (its model/ is used), a published model name "
+              "(see `pix2pix download --list`) or hf://org/name[@revision]")
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps (default auto)"
 
 
@@ -76,6 +78,19 @@ def output_of(args: argparse.Namespace, parser_name: str) -> str:
     if not args.output:
         raise ConfigError(f"{parser_name}: say where to write with -o/--output DIR.")
     return str(args.output)
+
+
+def output_folder(path: str | Path, flag: str = "-o") -> Path:
+    """A folder to write into: an existing file there is an error (checked before any work is done)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file: give a folder to write into (it is created if needed).")
+    for parent in path.parents:  # a file where a parent folder should be
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder; give another path.")
+            break
+    return path
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, Pix2PixError
-from .options import Deprecated, add_device, add_label_set, add_output
+from .options import Deprecated, add_device, add_label_set, add_output, output_folder
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..data.label_sets import get_label_set
     from ..evaluation.segmenter import (
+        check_training_options,
         load_segmentation_data,
         load_segmenter,
         save_segmenter,
@@ -31,6 +32,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.input_size is not None and args.input_size < 4:
         raise ConfigError(f"--input-size {args.input_size}: use at least 4 pixels.")
+    check_training_options(steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch_size, lr=args.lr,
+                           ngf=args.ngf, max_items=args.max_items)
+    if args.output:
+        output_folder(args.output)
     label_set = get_label_set(args.label_set)
     device = resolve_device(args.device)
     data = load_segmentation_data(args.data, args.phase, label_set, args.input_size, side=args.side,

@@ -46,10 +46,18 @@ def open_image(path: str | Path, *, palette_indices: bool = False) -> Image.Imag
             return img.copy() if img.mode != "P" or palette_indices else img.convert("RGBA")
     except FileNotFoundError:
         raise DataError(f"{path} does not exist: check the path.") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(bomb_message(path, exc)) from None
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image PIL can read: remove it or convert it to PNG/JPEG.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path} is truncated or corrupt ({exc}): re-export the file or remove it.") from None
+
+
+def bomb_message(path: str | Path, exc: Exception) -> str:
+    """Why a file over Pillow's pixel limit is refused, and the fix (the limit guards against decompression bombs)."""
+    return (f"{path} claims more pixels than Pillow opens ({exc}): a decompression bomb or a huge image; "
+            "shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file.")
 
 
 def convert_channels(img: Image.Image, channels: int, path: str | Path = "<image>") -> Image.Image:

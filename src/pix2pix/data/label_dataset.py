@@ -90,7 +90,7 @@ def match_by_key(label_paths: Sequence[Path], folder: str | Path, kind: str, wha
     if missing:
         shown = "\n".join(f"  {p}" for p in missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
         raise DataError(f"{len(missing)} label maps have no {what} in {folder} (matched by file name or "
-                        f"Cityscapes prefix):\n{shown}")
+                        f"Cityscapes prefix): add them, or remove the label maps:\n{shown}")
     return {p: by_key[pair_key(p)] for p in label_paths}
 
 
@@ -133,9 +133,9 @@ def _list_tree(folder: Path) -> list[Path]:
 def _unpaired_error(missing: dict[str, list[Path]]) -> DataError:
     lines = [f"  {p} has no partner in {where}" for where, paths in missing.items() for p in paths]
     return DataError(
-        f"unpaired files ({len(lines)}):\n" + "\n".join(lines[:20]) + ("\n  ..." if len(lines) > 20 else "")
-        + "\nEvery label file needs an instance map and an image with the same name (or the same Cityscapes "
-        "prefix, e.g. aachen_000000_000019): add or remove files."
+        f"{len(lines)} unpaired files: every label file needs an instance map and an image with the same name (or "
+        "the same Cityscapes prefix, e.g. aachen_000000_000019); add or remove files:\n" + "\n".join(lines[:20])
+        + ("\n  ..." if len(lines) > 20 else "")
     )
 
 
@@ -379,6 +379,6 @@ def check_label_ids(dataset: LabelDataset) -> set[int]:
         lines = "\n".join(f"  {p}: ids {v}" for p, v in bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
         top = max(max(v) for _, v in bad)
         raise DataError(f"{len(bad)} label files hold ids outside 0..{dataset.label_nc - 1} "
-                        f"(label_nc={dataset.label_nc}):\n{lines}\nSet label_nc to at least {top + 1}, or map "
-                        "them to an ignore class with the ignore_index option.")
+                        f"(label_nc={dataset.label_nc}): set label_nc to at least {top + 1}, or map them to an "
+                        f"ignore class with the ignore_index option:\n{lines}")
     return ids

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,8 +22,14 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError, did_you_mean
 from ..io.atomic import write_json
-from .images import is_image_file, list_images, load_image, save_image
+from .images import bomb_message, is_image_file, list_images, load_image, save_image
+from .label_dataset import open_map
+from .label_sets import LabelSet
+from .labels import map_label_ids
 from .layout import detect_layout, pair_by_stem
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,8 @@ def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size
+    except Image.DecompressionBombError as exc:
+        raise DataError(bomb_message(path, exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path} is not an image PIL can read ({exc}): remove it or convert it to PNG."
@@ -125,9 +134,8 @@ def combine_pairs(
                 if p in wanted and p not in have
             ]
             raise DataError(
-                "A and B must have the same phase subfolders; missing:\n"
-                + _listing(missing)
-                + "\nCreate them or move the images so both sides match."
+                "A and B must have the same phase subfolders: create the missing ones or move the images so both "
+                "sides match; missing:\n" + _listing(missing)
             )
         jobs = [(a_dir / p, b_dir / p, out_dir / p) for p in a_phases]
     else:
@@ -144,10 +152,8 @@ def combine_pairs(
         plan += [(a, b, out_folder / f"{a.stem}.png") for a, b in pairs]
     if unpaired:
         raise DataError(
-            f"unpaired files ({len(unpaired)}):\n"
-            + _listing(unpaired)
-            + "\nEvery A file needs a B file with the same name (the extension may differ): "
-            "add or remove files."
+            f"{len(unpaired)} unpaired files: every A file needs a B file with the same name (the extension may "
+            "differ); add or remove files:\n" + _listing(unpaired)
         )
     if not plan:
         raise DataError(
@@ -161,9 +167,8 @@ def combine_pairs(
             mismatched.append(f"{a} is {_fmt_size(size_a)} but {b} is {_fmt_size(size_b)}")
     if mismatched and not resize:
         raise DataError(
-            f"A and B sizes differ ({len(mismatched)} pairs):\n"
-            + _listing(mismatched)
-            + "\nPass --resize (resize=True) to resize B to A's size, or fix the files."
+            f"A and B sizes differ in {len(mismatched)} pairs: pass --resize (resize=True) to resize B to A's "
+            "size, or fix the files:\n" + _listing(mismatched)
         )
 
     for a, b, out_path in tqdm(plan, desc="combine", unit="pair", disable=not progress):
@@ -314,7 +319,10 @@ def make_edges_dataset(
             + did_you_mean(method, EDGE_METHODS)
         )
     if hed_threshold is not None and not 0.0 < hed_threshold < 1.0:
-        raise ConfigError(f"hed_threshold must be between 0 and 1, got {hed_threshold}.")
+        raise ConfigError(f"hed_threshold (--hed-threshold) must be between 0 and 1, got {hed_threshold}.")
+    if method == "canny" and not (math.isfinite(sigma) and sigma >= 0 and 0 <= low <= high <= 1):
+        raise ConfigError(f"canny needs sigma >= 0 and 0 <= low <= high <= 1 (--sigma, --low, --high), got "
+                          f"sigma={sigma}, low={low}, high={high}.")
     src, out_dir = Path(src), Path(out_dir)
     plan: list[tuple[Path, Path]] = []
     for folder, out_folder in _input_jobs(src, out_dir):
@@ -323,6 +331,8 @@ def make_edges_dataset(
         plan += [(path, out_folder / f"{path.stem}.png") for path in files]
     if not plan:
         raise DataError(f"no images found in {src}: extensions read are PNG, JPEG, BMP, TIFF, WebP, PPM.")
+    for path, _ in plan:  # an unreadable file fails here, before anything is written
+        _header_size(path)
 
     model = None
     if method == "hed":
@@ -383,6 +393,8 @@ def make_colorization_dataset(
     if not files:
         raise DataError(f"no images found in {src}: extensions read are PNG, JPEG, BMP, TIFF, WebP, PPM.")
     _check_unique_stems(files)
+    for path in files:  # an unreadable file fails here, before anything is written
+        _header_size(path)
 
     order = sorted(files)
     random.Random(seed).shuffle(order)
@@ -424,6 +436,7 @@ PROBLEM_KINDS = (
     "duplicate",
     "size",
     "mode",
+    "ids",
     "stray",
 )
 _LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "RGB")
@@ -438,6 +451,36 @@ class Problem:
     path: Path
     kind: str
     message: str
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """How training reads the label maps of a pix2pixHD dataset, for `check_dataset`: `from_config`."""
+
+    label_nc: int
+    ignore_index: int = -1  # -1: ids outside 0..label_nc-1 stop training
+    label_set: LabelSet | None = None  # its unlabeled values (COCO-Stuff's 255) are read as its void id
+    use_instance: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Config, root: str | Path) -> LabelRules:
+        """The rules of `cfg` for the dataset at `root` (the label set as training finds it: data.label_set, else
+        root/classes.json)."""
+        from ..training.objectives import resolve_label_set
+
+        probe = cfg.copy()
+        probe.data.root = str(root)
+        d = cfg.data
+        return cls(d.label_nc, d.ignore_index, resolve_label_set(probe), d.use_instance and not d.class_from_folder)
+
+
+class CheckReport(list):
+    """The problems `check_dataset` found (a list of `Problem`), and `notes`: what is fine but worth knowing
+    (ids that training maps to another class, checks that were not made)."""
+
+    def __init__(self, problems: Iterable[Problem] = (), notes: Iterable[str] = ()) -> None:
+        super().__init__(problems)
+        self.notes = list(notes)
 
 
 @dataclass
@@ -472,11 +515,14 @@ def _rgb_mode_fix(mode: str) -> str | None:
 class _Checker:
     """Collects every problem of one dataset; methods add to `problems` and never raise on bad data."""
 
-    def __init__(self, root: Path, crop_size: int | None, progress: bool) -> None:
+    def __init__(self, root: Path, crop_size: int | None, progress: bool, labels: LabelRules | None = None) -> None:
         self.root = root
         self.crop_size = crop_size
         self.progress = progress
+        self.labels = labels
         self.problems: list[Problem] = []
+        self.notes: list[str] = []
+        self.mapped: dict[str, list[Path]] = {}  # note -> the label files it applies to
 
     def add(self, path: Path, kind: str, message: str) -> None:
         self.problems.append(Problem(path, kind, message))
@@ -501,6 +547,9 @@ class _Checker:
                     return info
                 if role == "color" and mode == "RGB":
                     info.colourless = is_grayscale(img)
+        except Image.DecompressionBombError as exc:
+            self.add(path, "unreadable", bomb_message("it", exc).removeprefix("it "))
+            return info
         except UnidentifiedImageError:
             self.add(
                 path,
@@ -680,6 +729,50 @@ class _Checker:
             if info.size is not None:
                 self.check_crop(info.path, *info.size)
 
+    def check_label_ids(self, info: _Info) -> None:
+        """The ids of one label map as training reads them (`map_label_ids`): out of range without an
+        ignore_index is a problem; what training maps to another class is a note."""
+        rules = self.labels
+        if rules is None or rules.label_nc == 0 or info.size is None:
+            return
+        try:
+            arr = np.asarray(open_map(info.path))
+        except DataError as exc:
+            self.add(info.path, "ids", f"{exc}".removeprefix(f"{info.path} "))
+            return
+        if arr.ndim == 3:
+            if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+                self.add(info.path, "mode", "colour-coded label map: training reads one class id per pixel; save "
+                                            "the ids as an 8- or 16-bit gray PNG (mode L or I;16)")
+                return
+            arr = arr[..., 0]
+        if arr.dtype == np.uint8:
+            stored = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        else:
+            stored = np.unique(arr).astype(np.int64)
+        nc, label_set = rules.label_nc, rules.label_set
+        unlabeled = sorted(set(getattr(label_set, "unlabeled_ids", ())) & {int(v) for v in stored})
+        if unlabeled:
+            note = (f"the {label_set.name} label set's unlabeled value {', '.join(map(str, unlabeled))} is read as id "
+                    f"{label_set.ignore_id} ('{label_set.class_names[label_set.ignore_id]}')")
+            self.mapped.setdefault(note, []).append(info.path)
+        outside = [int(v) for v in map_label_ids(stored, nc, label_set=label_set) if not 0 <= v < nc]
+        if not outside:
+            return
+        shown = ", ".join(map(str, outside[:10])) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+        if rules.ignore_index >= 0:
+            name = label_set.class_names[rules.ignore_index] \
+                if label_set is not None and rules.ignore_index < label_set.label_nc else ""
+            note = (f"ids outside 0..{nc - 1} (data.label_nc={nc}) are mapped to data.ignore_index="
+                    f"{rules.ignore_index}{f' ({name!r})' if name else ''}")
+            self.mapped.setdefault(note, []).append(info.path)
+            return
+        hint = f" (the label set's void class is {label_set.ignore_id})" \
+            if label_set is not None and label_set.ignore_id is not None else ""
+        self.add(info.path, "ids", f"holds ids {shown}, outside 0..{nc - 1} (data.label_nc={nc}), and no "
+                                   f"data.ignore_index is set: training stops here. Set data.label_nc to at least "
+                                   f"{max(outside) + 1}, or map them to a class with --set data.ignore_index=ID{hint}")
+
     def check_pix2pixhd(self) -> None:
         self.stray_root_images()
         for phase in PHASES:
@@ -699,6 +792,7 @@ class _Checker:
             for info in labels:
                 if info.size is not None:
                     self.check_crop(info.path, *info.size)
+                self.check_label_ids(info)
             if img_dir.is_dir():
                 self.pair(labels, self.unique(self.scan_folder(img_dir, "rgb")), label_dir, img_dir)
             elif phase == "train":
@@ -709,11 +803,19 @@ class _Checker:
                 )
             if inst_dir.is_dir():
                 self.pair(labels, self.unique(self.scan_folder(inst_dir, "inst")), label_dir, inst_dir)
+            elif phase == "train" and self.labels is not None and self.labels.use_instance and labels:
+                self.add(inst_dir, "missing", "train_inst/ is missing but data.use_instance is true: add the "
+                                              "instance maps, or --set data.use_instance=false to train without them")
 
     def run(self) -> None:
         root = self.root
         if any((root / f"{p}_label").is_dir() for p in PHASES):
             self.check_pix2pixhd()
+            for note, paths in self.mapped.items():
+                self.notes.append(f"{len(paths)} label file{'s' if len(paths) != 1 else ''} (e.g. {paths[0]}): {note}")
+            if self.labels is None:
+                self.notes.append("label ids were not checked against label_nc: pass --preset NAME, --set "
+                                  "data.label_nc=N or --label-nc N to check them as training will")
             return
         # Decided per phase, as the loader does (detect_layout(root, phase)): a phase with A/ and B/
         # is in the folders layout, root-level A/ and B/ serve every other phase, the rest is aligned.
@@ -734,7 +836,8 @@ class _Checker:
             self.stray_root_images()
 
 
-def check_dataset(root: str | Path, *, crop_size: int | None = None, progress: bool = False) -> list[Problem]:
+def check_dataset(root: str | Path, *, crop_size: int | None = None, labels: LabelRules | None = None,
+                  progress: bool = False) -> CheckReport:
     """Every problem of the dataset at `root`, found in one pass (nothing stops at the first one).
 
     Layouts: pix2pixHD (``{phase}_label``, ``{phase}_inst``, ``{phase}_img`` paired by stem) when a
@@ -742,22 +845,27 @@ def check_dataset(root: str | Path, *, crop_size: int | None = None, progress: b
     colorization. Kinds of problem (`PROBLEM_KINDS`): unreadable, truncated, missing folder, empty
     folder, unpaired file, duplicate stem, size (odd aligned width, partners of different sizes,
     smaller than `crop_size`), mode (CMYK, 16-bit, palette, alpha, grayscale where RGB is expected;
-    wrong label/instance map modes), stray (non-image files and unexpected folders).
+    wrong label/instance map modes), ids (with `labels`: label ids outside 0..label_nc-1 that training would
+    stop at), stray (non-image files and unexpected folders). With `labels` (`LabelRules.from_config`), the
+    label maps are read as training reads them (`map_label_ids`): ids it maps to another class (the label
+    set's unlabeled values, ids outside the range with an ignore_index) are listed in the report's notes,
+    and a missing train_inst/ is a problem when instance maps are used.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder: pass the dataset's root folder.")
     if crop_size is not None and crop_size <= 0:
         raise ConfigError(f"crop size must be a positive number of pixels, got {crop_size}.")
-    checker = _Checker(root, crop_size, progress)
+    checker = _Checker(root, crop_size, progress, labels)
     checker.run()
-    return checker.problems
+    return CheckReport(checker.problems, checker.notes)
 
 
 def format_report(problems: Sequence[Problem]) -> str:
-    """A readable report grouped by kind, with a one-line summary first."""
+    """A readable report grouped by kind, with a one-line summary first (and the notes of a `CheckReport`)."""
+    notes = "".join(f"\nnote: {n}" for n in getattr(problems, "notes", ()))
     if not problems:
-        return "no problems found"
+        return "no problems found" + notes
     counts = Counter(p.kind for p in problems)
     order = [k for k in PROBLEM_KINDS if k in counts] + sorted(k for k in counts if k not in PROBLEM_KINDS)
     summary = ", ".join(f"{counts[k]} {k}" for k in order)
@@ -766,4 +874,4 @@ def format_report(problems: Sequence[Problem]) -> str:
         lines.append("")
         lines.append(f"{kind} ({counts[kind]}):")
         lines += [f"  {p.path}: {p.message}" for p in problems if p.kind == kind]
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n" + notes if notes else "")

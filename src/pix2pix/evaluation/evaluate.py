@@ -73,9 +73,8 @@ def pair_folders(real_dir: str | Path, fake_dir: str | Path) -> list[tuple[str, 
     if only_real or only_fake:
         lines = [f"  {p} has no generated partner in {fake_dir}" for p in only_real]
         lines += [f"  {p} has no real partner in {real_dir}" for p in only_fake]
-        raise DataError(f"unpaired files ({len(lines)}):\n" + "\n".join(lines[:20])
-                        + ("\n  ..." if len(lines) > 20 else "")
-                        + "\nEvery generated image needs the real image of the same name: add or remove files.")
+        raise DataError(f"{len(lines)} unpaired files: every generated image needs the real image of the same name; "
+                        "add or remove files:\n" + "\n".join(lines[:20]) + ("\n  ..." if len(lines) > 20 else ""))
     if not pairs:
         raise DataError(f"no images in {real_dir} and {fake_dir}.")
     return [(r.stem, r, f) for r, f in pairs]
@@ -139,6 +138,14 @@ def _feature_extractor(feature_extractor: nn.Module | None, inception_weights: s
     return load_fid_inception(weights, device), f"FID InceptionV3 ({weights})"
 
 
+def check_options(batch_size: int = 8, kid_subset_size: int = 1000, kid_subsets: int = 100, **_: Any) -> None:
+    """The counts of an evaluation, checked before anything is translated or read (CLI flags named)."""
+    for flag, value in (("--batch-size", batch_size), ("--kid-subset-size", kid_subset_size),
+                        ("--kid-subsets", kid_subsets)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{flag} {value} ({flag[2:].replace('-', '_')}): use a whole number of at least 1.")
+
+
 def evaluate_folders(real_dir: str | Path, fake_dir: str | Path, *, labels_dir: str | Path | None = None,
                      segmenter: LoadedSegmenter | None = None, feature_extractor: nn.Module | None = None,
                      inception_weights: str | Path | None = None, fid: bool = True, kid_subset_size: int = 1000,
@@ -151,6 +158,7 @@ def evaluate_folders(real_dir: str | Path, fake_dir: str | Path, *, labels_dir: 
     """
     from .distribution import FeatureSets, frechet_distance, kernel_distance, lpips_metric, lpips_unavailable
 
+    check_options(batch_size, kid_subset_size, kid_subsets)
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     pairs = pair_folders(real_dir, fake_dir)
     notes = list(notes or [])
@@ -313,6 +321,7 @@ def evaluate_model(model: str | Path, data_root: str | Path, out_dir: str | Path
                    segmenter: LoadedSegmenter | None = None, device: str | torch.device = "auto",
                    progress: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Translate `phase` of `data_root` with `model` into out_dir, evaluate, write the report; returns the result."""
+    check_options(**kwargs)
     dev = as_device(device)
     split = translate_split(model, data_root, out_dir, phase=phase,
                             label_set=segmenter.label_set if segmenter is not None else None, device=dev,

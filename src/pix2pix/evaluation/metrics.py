@@ -32,10 +32,10 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The 1-d Gaussian whose outer product with itself is SSIM's window (so the blur is separable)."""
     coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
@@ -48,10 +48,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size:
     x, y = _batched(x, y)
     channels = x.shape[1]
     window_size = min(window_size, x.shape[-1], x.shape[-2])
-    w = _gaussian_window(window_size, sigma, x.dtype, x.device).expand(channels, 1, -1, -1)
+    g = _gaussian_window(window_size, sigma, x.dtype, x.device)
+    rows, cols = g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), g.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=channels)
+    def blur(t: torch.Tensor) -> torch.Tensor:  # the 2-d Gaussian as two 1-d passes: ~5x fewer operations
+        return F.conv2d(F.conv2d(t, rows, groups=channels), cols, groups=channels)
 
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_x, mu_y = blur(x), blur(y)

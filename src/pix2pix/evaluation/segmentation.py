@@ -137,16 +137,16 @@ class LoadedSegmenter:
         return self.label_set.ignore_id
 
 
-def import_factory(spec: str) -> Callable[[], Any]:
+def import_factory(spec: str, flag: str = "--segmenter") -> Callable[[], Any]:
     """'package.module:factory' or 'path/to/file.py:factory' -> the factory callable."""
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
-        raise ConfigError(f"--segmenter {spec!r}: give a segmenter directory or module:factory "
-                          "(e.g. my_models.seg:build or path/to/seg.py:build).")
+        raise ConfigError(f"{flag} {spec!r}: give {'a segmenter directory or ' if flag == '--segmenter' else ''}"
+                          "module:factory (e.g. my_models.seg:build or path/to/seg.py:build).")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise ConfigError(f"--segmenter {spec!r}: {path} does not exist.")
+            raise ConfigError(f"{flag} {spec!r}: {path} does not exist.")
         name = f"_pix2pix_segmenter_{abs(hash(str(path.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         assert module_spec is not None and module_spec.loader is not None
@@ -157,10 +157,10 @@ def import_factory(spec: str) -> Callable[[], Any]:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise ConfigError(f"--segmenter {spec!r}: cannot import {target} ({exc}); is it on PYTHONPATH?") from None
+            raise ConfigError(f"{flag} {spec!r}: cannot import {target} ({exc}); is it on PYTHONPATH?") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ConfigError(f"--segmenter {spec!r}: {target} has no callable {attr!r}.")
+        raise ConfigError(f"{flag} {spec!r}: {target} has no callable {attr!r}.")
     return factory
 
 

@@ -265,13 +265,27 @@ def load_segmentation_data(root: str | Path, phase: str, label_set: LabelSet, si
 # ----------------------------------------------------------------------------- training
 
 
+def check_training_options(*, steps: int = 2000, max_seconds: float | None = None, batch_size: int = 8,
+                           lr: float = 1e-3, ngf: int = 32, max_items: int = 0) -> None:
+    """The segmenter's training settings in range, checked before any data is read (CLI flags named)."""
+    rules = (("--steps", steps, steps >= 1, "train for at least 1 step"),
+             ("--batch-size", batch_size, batch_size >= 1, "use at least 1"),
+             ("--ngf", ngf, ngf >= 1, "use at least 1 filter (default 32)"),
+             ("--max-items", max_items, max_items >= 0, "use 0 (every pair) or more"),
+             ("--lr", lr, math.isfinite(lr) and lr > 0, "use a finite learning rate above 0, e.g. 1e-3"),
+             ("--max-seconds", max_seconds, max_seconds is None or (math.isfinite(max_seconds) and max_seconds > 0),
+              "use a positive number of seconds (or leave it out)"))
+    for flag, value, ok, fix in rules:
+        if not ok:
+            raise ConfigError(f"{flag} {value}: {fix}.")
+
+
 def train_segmenter(data: SegmentationData, *, steps: int = 2000, max_seconds: float | None = None,
                     batch_size: int = 8, lr: float = 1e-3, ngf: int = 32, seed: int = 0,
                     device: str | torch.device = "cpu", log: Callable[[str], None] | None = None,
                     log_every: int = 100) -> tuple[Segmenter, dict[str, Any]]:
     """Cross-entropy training with random horizontal flips; stops after `steps` or `max_seconds`."""
-    if steps < 1:
-        raise ConfigError(f"steps {steps}: train for at least one step.")
+    check_training_options(steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, ngf=ngf)
     dev = as_device(device)
     torch.manual_seed(seed)
     net = build_segmenter(data.label_set.label_nc, data.size, ngf=ngf).to(dev).train()

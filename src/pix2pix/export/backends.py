@@ -13,7 +13,8 @@ which is not exact to 1e-4); pass `options` to change either.
 Writing: TorchScript is `torch.jit.trace` of the graph module; ONNX is torch's TorchScript-based
 exporter (`dynamo=False`), whose traced shape arithmetic keeps the in-graph padding dynamic
 (`torch.export`'s symbolic shapes reject the padding's divisibility guards); OpenVINO IR is the
-ONNX file read by OpenVINO's own reader and saved uncompressed (no fp16 weights). OpenVINO's
+ONNX file read by OpenVINO's own reader and saved uncompressed (no fp16 weights). ONNX and
+OpenVINO graphs get two-pass instance / group norms (`graphs.exportable`). OpenVINO's
 `convert_model` is not used: it sends usage telemetry unless the user has opted out.
 """
 
@@ -88,6 +89,10 @@ def write_graph(module: nn.Module, example: Sequence[torch.Tensor], fmt: str, fo
                 input_names: Sequence[str], output_names: Sequence[str]) -> list[Path]:
     """Write `module` traced on `example` as format `fmt` into `folder`; returns the files written."""
     check_format(fmt)
+    if fmt != "torchscript":  # TorchScript runs torch's own (precise) norm kernels
+        from .graphs import exportable
+
+        module = exportable(module)
     if fmt == "torchscript":
         path = folder / f"{stem}.pt"
         traced = _trace(module, example)

@@ -101,7 +101,8 @@ def network_graphs(card: ModelCard, generator: nn.Module, encoder: nn.Module | N
     out = ["image"]
     if card.family != "pix2pixhd" or encoded_input:
         what = "encoded" if card.family == "pix2pixhd" else "image"
-        graphs = [NetworkGraph("generator", PaddedGraph(generator, m), [InputSpec("input", "image", card.in_channels)],
+        graphs = [NetworkGraph("generator", PaddedGraph(generator, m),
+                               [InputSpec("input", "image", card.in_channels)],
                                out, lambda x: [run_padded(generator, x)], m, what,
                                f"input [B, {card.in_channels}, H, W] float in [-1, 1] -> image [B, "
                                f"{card.out_channels}, H, W] in [-1, 1]")]

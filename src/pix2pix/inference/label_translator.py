@@ -93,7 +93,7 @@ class LabelTranslator(BaseTranslator):
     """A pix2pixHD generator (+ feature encoder and clusters) and the label encoding it was trained with."""
 
     family = "pix2pixhd"
-    load_options = frozenset({"clusters"})
+    load_options = frozenset({"clusters", "backend"})
     file_options = frozenset({"instance_dir", "features", "choices", "cluster", "style_dir", "seed"})
 
     def __init__(self, generator: nn.Module, card: ModelCard, *, encoder: nn.Module | None = None,
@@ -122,14 +122,20 @@ class LabelTranslator(BaseTranslator):
 
     @classmethod
     def from_card(cls, model_dir: Path, card: ModelCard, *, device: str | torch.device = "auto",
-                  clusters: Clusters | str | Path | None = None) -> LabelTranslator:
+                  clusters: Clusters | str | Path | None = None, backend: str = "torch") -> LabelTranslator:
         """Load G (and E when the model uses features, and clusters.safetensors from the directory if there).
 
         `clusters`: a `Clusters`, a path to clusters (directory or file), or None for the model's own.
         """
         dev = as_device(device)
-        generator = load_network(model_dir, card, "generator", dev)
-        encoder = load_network(model_dir, card, "encoder", dev) if card.use_features else None
+        if backend == "torch":
+            generator = load_network(model_dir, card, "generator", dev)
+            encoder = load_network(model_dir, card, "encoder", dev) if card.use_features else None
+        else:  # an export folder (`pix2pix export`); backend onnxruntime, openvino or torchscript
+            from ..export import load_exported
+
+            generator = load_exported(model_dir, backend)
+            encoder = load_exported(model_dir, backend, kind="encoder") if card.use_features else None
         if isinstance(clusters, (str, Path)):
             clusters = Clusters.load(clusters, feat_num=card.feat_num if card.use_features else None)
         elif clusters is None and card.use_features and (model_dir / CLUSTERS_WEIGHTS).is_file():
@@ -238,11 +244,15 @@ class LabelTranslator(BaseTranslator):
             if instance.shape[0] != label.shape[0] or instance.shape[-2:] != label.shape[-2:]:
                 raise DataError(f"{source or 'the instance map'}: the instance map is {tuple(instance.shape)} but "
                                 f"the label map is {tuple(label.shape)}: give maps of the same size.")
-        cond = self.encoding.encode(label, instance if self.use_instance else None, source=source)
+        feats = None
         if self.use_features:
             assert instance is not None
             feats = self.feature_channels(label, instance, features=features, choices=choices,
                                           style_image=style_image, seed=seed, cluster=cluster)
+        if getattr(self.generator, "takes_label_maps", False):  # an exported graph that encodes the labels itself
+            return self.generator(label, instance if self.use_instance else None, feats)
+        cond = self.encoding.encode(label, instance if self.use_instance else None, source=source)
+        if feats is not None:
             cond = torch.cat([cond, feats.to(cond.dtype)], 1)
         return run_padded(self.generator, cond)
 
@@ -370,6 +380,11 @@ class LabelTranslator(BaseTranslator):
             ks = list(clusters[first:first + batch])
             feats = torch.cat([self.feature_channels(label, instance, features="cluster",
                                                      choices={**(choices or {}), inst_id: k}) for k in ks])
+            if getattr(self.generator, "takes_label_maps", False):  # an exported graph with the encoding inside
+                n = len(ks)
+                outs.append(self.generator(label.expand(n, -1, -1, -1), instance.expand(n, -1, -1, -1)
+                                           if self.use_instance else None, feats))
+                continue
             x = torch.cat([cond.expand(len(ks), -1, -1, -1), feats.to(cond.dtype)], 1)
             outs.append(run_padded(self.generator, x))
         return torch.cat(outs)

@@ -58,7 +58,7 @@ class Translator(BaseTranslator):
     """A pix2pix generator plus the preprocessing it was trained with (its model card)."""
 
     family = "pix2pix"
-    load_options = frozenset({"paper_mode"})
+    load_options = frozenset({"paper_mode", "backend"})
     file_options = frozenset({"batch_size"})
 
     def __init__(self, generator: nn.Module, card: ModelCard | None = None, *, device: str | torch.device = "auto",
@@ -73,8 +73,19 @@ class Translator(BaseTranslator):
 
     @classmethod
     def from_card(cls, model_dir: Path, card: ModelCard, *, device: str | torch.device = "auto",
-                  paper_mode: bool = False) -> Translator:
-        translator = cls(load_network(model_dir, card), card, device=device, paper_mode=paper_mode)
+                  paper_mode: bool = False, backend: str = "torch") -> Translator:
+        """`backend`: torch (the saved weights), or onnxruntime / openvino / torchscript for an export folder
+        (`pix2pix export`), whose generator maps the same tensors to the same outputs, in eval mode only."""
+        if backend == "torch":
+            generator = load_network(model_dir, card)
+        elif paper_mode:
+            raise ConfigError("--paper-mode needs the PyTorch model (dropout, batch-norm statistics); exported "
+                              "graphs run in eval mode: use --backend torch.")
+        else:
+            from ..export import load_exported
+
+            generator = load_exported(model_dir, backend)
+        translator = cls(generator, card, device=device, paper_mode=paper_mode)
         translator.model_dir = model_dir
         return translator
 

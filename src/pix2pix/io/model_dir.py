@@ -14,8 +14,7 @@ from ..errors import CheckpointError, did_you_mean
 from . import hub, zoo
 from .model_card import CONFIG_NAME, WEIGHTS
 
-MODEL_HELP = ("a model directory, a training run directory (its model/ is used), a published model name "
-              "(see `pix2pix download --list`) or hf://org/name[@revision]")
+WHAT_MODEL_IS = "a model directory, a run directory (its model/), a published name (`pix2pix download --list`) or hf://"
 
 
 def resolve_model_dir(spec: str | Path, *, progress: bool = False) -> Path:
@@ -32,10 +31,10 @@ def resolve_model_dir(spec: str | Path, *, progress: bool = False) -> Path:
     if zoo.is_published(text):
         return zoo.model_dir(text, progress=progress)
     if path.exists():
-        raise CheckpointError(f"{path} is a file; --model takes a directory ({MODEL_HELP}).")
+        raise CheckpointError(f"{path} is a file; --model takes a directory ({WHAT_MODEL_IS}).")
     hint = did_you_mean(text, zoo.names()) if "/" not in text and "\\" not in text else ""
     raise CheckpointError(f"{text}: no such model directory or run directory, and not a published model name.{hint} "
-                          f"--model takes {MODEL_HELP}.")
+                          f"--model takes {WHAT_MODEL_IS}.")
 
 
 def recorded_data_root(model_dir: Path) -> Path | None:

@@ -17,6 +17,12 @@ def safe_torch_load(path: str | Path, missing_hint: str, unreadable_hint: str) -
         raise CheckpointError(f"{path} does not exist{missing_hint}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} could not be loaded with weights_only=True ({exc}); "
+    except Exception as exc:  # torch's own text runs over many lines (and suggests weights_only=False): condensed
+        text = str(exc).strip()
+        if "WeightsUnpickler error:" in text:
+            detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+            reason = f"not a torch file, or one holding more than tensors and plain containers: {detail}"
+        else:
+            reason = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"{path} could not be loaded with weights_only=True ({reason}); "
                               f"{unreadable_hint}.") from None

@@ -85,9 +85,9 @@ class PairAugment:
 
 
 def _color(img: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-    """DiffAugment's brightness, saturation and contrast, on images in [-1, 1] (their scale: x/2 + 1/2 in [0, 1])."""
-    b = p.brightness.view(-1, 1, 1, 1).to(img.dtype) * 2.0  # +-0.5 on the [0, 1] scale is +-1 here
-    img = img + b
+    """DiffAugment's brightness, saturation and contrast. Their images are in [-1, 1] as ours are, and
+    their brightness offset (U(-0.5, 0.5)) is added to them as it is."""
+    img = img + p.brightness.view(-1, 1, 1, 1).to(img.dtype)
     mean = img.mean(dim=1, keepdim=True)
     img = (img - mean) * p.saturation.view(-1, 1, 1, 1).to(img.dtype) + mean
     mean = img.mean(dim=(1, 2, 3), keepdim=True)

@@ -33,9 +33,8 @@ def load_state_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source:
               for k in own if k in state and state[k].shape != own[k].shape]
     report = key_mismatch_report(missing, unexpected, shapes)
     if report:
-        raise CheckpointError(f"{source} does not match the architecture:{report}"
-                              "\n  Check the architecture options (name, ngf, norm, dropout, channels) match the "
-                              "checkpoint.")
+        raise CheckpointError(f"{source} does not match the architecture: check that the architecture options "
+                              f"(name, ngf, norm, dropout, channels) match the checkpoint.{report}")
     net.load_state_dict(state, strict=True)
 
 

@@ -9,9 +9,12 @@ kept in the checkpoint, so a resumed run continues exactly.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
 
 
 class WeightAverage:
@@ -32,11 +35,20 @@ class WeightAverage:
             for a, b in zip(avg.buffers(), net.buffers(), strict=True):
                 a.copy_(b)
 
-    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {name: net.state_dict() for name, net in self.averaged.items()}
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, **{name: net.state_dict() for name, net in self.averaged.items()}}
 
-    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # another decay would continue another average: the resumed run would not be the run it continues
+        saved = state.get("decay")
+        if saved is not None and float(saved) != self.decay:
+            raise ConfigError(f"the checkpoint's weight average has train.ema_decay={float(saved):g}, this run "
+                              f"{self.decay:g}: resume with --set train.ema_decay={float(saved):g}, or start a new "
+                              "run.")
         for name, net in self.averaged.items():
+            if name not in state:
+                raise ConfigError(f"the checkpoint's weight average has no {name!r} (networks {sorted(state)}): it "
+                                  "was written with other model settings; resume with the run's settings.")
             net.load_state_dict(state[name])
 
 

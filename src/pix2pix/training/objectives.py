@@ -213,6 +213,10 @@ class Pix2PixObjective(Objective):
         super().__init__(cfg)
         self.conditional = cfg.model.conditional_d
         self.uses_discriminator = cfg.loss.lambda_gan > 0
+        if cfg.loss.lambda_perceptual > 0 and cfg.model.out_channels not in (1, 3):
+            raise ConfigError(f"loss.lambda_perceptual={cfg.loss.lambda_perceptual:g} needs 1- or 3-channel outputs "
+                              f"(VGG sees images), not model.out_channels={cfg.model.out_channels}: set "
+                              "loss.lambda_perceptual=0.")
 
     def build_networks(self) -> Networks:
         g = build_generator(self.cfg)
@@ -339,6 +343,9 @@ class Pix2PixHDObjective(Objective):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         m = cfg.model
+        if cfg.loss.lambda_perceptual > 0:  # it would be ignored
+            raise ConfigError(f"loss.lambda_perceptual={cfg.loss.lambda_perceptual:g} is pix2pix's perceptual loss; "
+                              "pix2pixHD's is loss.lambda_vgg: set that instead, and loss.lambda_perceptual=0.")
         self.inputs = label_inputs(cfg)
         if m.use_features and not self.inputs.use_instance:
             raise ConfigError("model.use_features needs instance maps (data.use_instance=true): the encoder "

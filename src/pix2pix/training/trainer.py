@@ -208,6 +208,9 @@ class Trainer:
             self.g_phase = phase
             self._build_g_optimizer(int(state["epochs_done"]))
             self.wrap_networks()
+        if "ema" in state and self.ema is None:  # else the average would be dropped without a word
+            raise ConfigError("the checkpoint has a weight average (train.ema_decay > 0) but this run has none: resume "
+                              "with the run's train.ema_decay.")
         for name, part in self.components().items():
             if name not in state:
                 raise ConfigError(f"the checkpoint has no {name!r}: it was written with other settings (e.g. "
@@ -441,6 +444,7 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
         return TrainResult(Path(), 0)
 
     step = 0
+    trained_seconds = 0.0  # time inside train_step, for train.max_seconds
     sums: dict[str, torch.Tensor] = {}
     if state is not None:
         trainer.load_state_dict(state["trainer"])
@@ -451,6 +455,7 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
             log(f"note: the checkpoint was written by {len(rng_ranks)} process(es), this run has {ctx.world_size}; "
                 "random streams (dropout) restart from the seed")
         step, sums = int(state["step"]), dict(state["log_sums"])
+        trained_seconds = float(state.get("trained_seconds", 0.0))
         if ctx.is_main:
             _truncate_stats(run_dir / "stats.jsonl", step)
         log(f"resuming {run_dir} at step {step}")
@@ -485,7 +490,7 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
         if ctx.is_main:
             save_training_state(run_dir / "checkpoints" / "latest.pt", {
                 "trainer": trainer.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "step": at_step,
-                "log_sums": sums, "config": json.dumps(cfg.to_dict())})
+                "log_sums": sums, "trained_seconds": trained_seconds, "config": json.dumps(cfg.to_dict())})
             trainer.save_model(run_dir / "model", at_step)
         last_good_step = at_step
 
@@ -509,15 +514,17 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
                         persistent_workers=workers > 0, generator=torch.Generator())  # keeps the global RNG untouched
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="it", dynamic_ncols=True,
                file=sys.stderr, mininterval=0.5)
-    interrupted = False
+    interrupted = time_up = False
     window_start = time.perf_counter()
     window_steps = 0
     with _StopFlag() as stop:
-        while step < total_steps and not interrupted:
+        while step < total_steps and not interrupted and not time_up:
             epoch, position = divmod(step, steps_per_epoch)
             batches.set_epoch(epoch, position)
             for batch in loader:
+                started = time.perf_counter()
                 losses = trainer.train_step(batch)
+                trained_seconds += time.perf_counter() - started
                 step += 1
                 window_steps += 1
                 bar.update(1)
@@ -527,6 +534,11 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
                 if step % steps_per_epoch == 0:
                     trainer.end_epoch(step // steps_per_epoch)
                 at_log = step % cfg.train.log_every == 0 or step == total_steps
+                if cfg.train.max_seconds > 0:  # (step times without a device sync: an estimate on GPUs)
+                    time_up = cfg.train.max_seconds <= trained_seconds
+                    if ctx.enabled:  # processes agree at log steps, so that they all stop at the same step
+                        time_up = at_log and any_rank(torch.tensor(time_up, device=device), ctx)
+                    at_log = at_log or time_up
                 if at_log:
                     check_finite(step)
                     n = step - (step - 1) // cfg.train.log_every * cfg.train.log_every
@@ -546,13 +558,16 @@ def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str |
                     interrupted = stop.requested
                 elif at_log:  # processes agree at log steps: Ctrl-C reaches them at different steps
                     interrupted = any_rank(torch.tensor(stop.requested, device=device), ctx)
-                if step % cfg.train.checkpoint_every == 0 or step == total_steps or interrupted:
+                end = step >= total_steps or interrupted or time_up
+                if step % cfg.train.checkpoint_every == 0 or end:
                     checkpoint(step)  # before the report, so that a reporting error cannot cost the run
-                if ctx.is_main and (step % cfg.train.sample_every == 0 or step == total_steps):
+                if ctx.is_main and (step % cfg.train.sample_every == 0 or end):
                     report(step)
-                if step >= total_steps or interrupted:
+                if end:
                     break
     bar.close()
+    if time_up:
+        log(f"stopped at step {step}: train.max_seconds={cfg.train.max_seconds:g} reached; state saved")
     if writer is not None:
         writer.close()
     if ctx.is_main:
@@ -567,7 +582,12 @@ def load_run_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise DataError(f"{path} does not exist: --resume needs a run directory made by `pix2pix train`.")
-    return config_from_dict(json.loads(path.read_text()))
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # unreadable, or not JSON
+        raise ConfigError(f"{path} is not a readable JSON config ({exc}): restore the file `pix2pix train` wrote "
+                          "there, or start a new run.") from None
+    return config_from_dict(values, source=str(path))
 
 
 def _append_stats(path: Path, record: dict[str, Any]) -> None:

@@ -13,9 +13,10 @@ D, feature matching, VGG19 loss with random weights, `loss.vgg_random=true`) on
 grids, checkpoints, the model folder), with the trainer's `train_step` wrapped to take the time at
 each call. One loop iteration is the time from one `train_step` call to the next: the step, the
 loader handing over the next batch, and whatever the loop did between (logging, samples,
-checkpoints). In the same process, at the first, middle and last timed iteration, the wrapper also
-runs `--inmem` extra steps on the batch it was given (the in-memory rate: no loading, no
-logging) before the loop goes on, so that both rates are measured on the same machine state.
+checkpoints). In the same process, before every `--inmem-every`-th timed iteration (default: every
+other one), the wrapper also runs `--inmem` extra steps on the batch it was given (the in-memory
+rate: no loading, no logging) before the loop goes on: the two alternate, so that both are measured
+on the same machine state (a shared machine's load drifts by more than the difference looked for).
 
 The log, sample and checkpoint intervals are scaled down (stated in the report) so that each event
 happens a few times in a short run: the event's cost is the extra time of the iterations it falls
@@ -87,10 +88,9 @@ def dataset_config(name: str, runs_dir: Path, steps: int, warmup: int, device: s
 class Probe:
     """Wraps a trainer's train_step: loop-iteration times, and in-memory step blocks at chosen calls."""
 
-    def __init__(self, device: torch.device, warmup: int, steps: int, inmem: int) -> None:
+    def __init__(self, device: torch.device, warmup: int, steps: int, inmem: int, every: int = 2) -> None:
         self.device, self.warmup, self.steps, self.inmem = device, warmup, steps, inmem
-        last = warmup + steps
-        self.blocks_at = {warmup, warmup + steps // 2, last}
+        self.blocks_at = set(range(warmup, warmup + steps + 1, every))  # in-memory steps between loop iterations
         self.calls = 0
         self.iterations: list[dict[str, float]] = []  # call index, seconds, others' CPU seconds
         self.inmem_times: list[float] = []
@@ -145,7 +145,7 @@ def run_one(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.workers >= 0:
         cfg.data.num_workers = args.workers
     device = resolve_device(cfg.train.device)
-    probe = Probe(device, warmup, steps, inmem)
+    probe = Probe(device, warmup, steps, inmem, args.inmem_every)
     build, loader_cls = trainer_mod.build_trainer, trainer_mod.DataLoader
 
     def build_and_probe(*a: Any, **k: Any) -> Any:
@@ -254,8 +254,8 @@ def format_report(rows: list[dict[str, Any]], info: dict[str, str], argv: list[s
         "at the scaled intervals (each event far more often than by default), *steady* with the median "
         "iteration that had no event, *default* with each event's measured cost spread over its default "
         "interval (log 100, samples 1000, checkpoints 2000 steps). The target is at least 0.95. "
-        "In-memory steps: the same trainer's train_step on the batch in hand, run inside the loop at the first, "
-        "middle and last timed iteration. Costs: median extra time of the iterations with a log line; mean extra "
+        "In-memory steps: the same trainer's train_step on the batch in hand, run inside the loop between its "
+        "iterations (alternating with them). Costs: median extra time of the iterations with a log line; mean extra "
         "time of those with a sample grid or a checkpoint (the training state, fsynced, and the model folder).",
     ]
     return "\n".join(lines) + "\n"
@@ -270,10 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=-1, help="data.num_workers (default: the config's, -1 = auto)")
     p.add_argument("--steps", type=int, default=40, help="timed loop iterations, facades")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--inmem", type=int, default=6, help="in-memory steps per block (3 blocks), facades")
+    p.add_argument("--inmem", type=int, default=1, help="in-memory steps per block, facades")
+    p.add_argument("--inmem-every", type=int, default=2,
+                   help="a block of in-memory steps before every Nth loop iteration (default 2: they alternate)")
     p.add_argument("--hd-steps", type=int, default=10, help="timed loop iterations, cityscapes")
     p.add_argument("--hd-warmup", type=int, default=2)
-    p.add_argument("--hd-inmem", type=int, default=3)
+    p.add_argument("--hd-inmem", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results_process.md")

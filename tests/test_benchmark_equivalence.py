@@ -386,6 +386,7 @@ print(applied["allocator"], statistics.median(faults[4:]))
 """
 
 
+@pytest.mark.slow  # two fresh processes (~5 s)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_process_defaults_keep_large_blocks_mapped():
     """With the allocator setting, freed 64 MiB blocks are reused without page faults; without, they fault in again."""

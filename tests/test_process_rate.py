@@ -29,7 +29,7 @@ def test_event_costs_and_rates_from_iteration_times():
 
     cfg = get_preset("facades")
     intervals = {"log_every": 5, "sample_every": 15, "checkpoint_every": 20}
-    probe = pr.Probe(torch.device("cpu"), warmup=3, steps=40, inmem=4)
+    probe = pr.Probe(torch.device("cpu"), warmup=3, steps=40, inmem=1)
     for call in range(3, 43):  # iteration `call` ends with the loop's step call + 1 and that step's events
         step = call + 1
         t = 1.0 + 0.01 * (step % 5 == 0) + 0.5 * (step % 15 == 0) + 2.0 * (step % 20 == 0)
@@ -65,3 +65,23 @@ def test_noisy_iterations_are_left_out_of_the_median():
     row = pr.summarise("facades", get_preset("facades"), intervals, probe, argparse.Namespace(loader="loop"), 1.0,
                        Path("x"))
     assert row["iteration_median_s"] == pytest.approx(1.0) and row["plain_iterations"] == 4
+
+
+def test_probe_alternates_in_memory_steps_with_the_loops_iterations():
+    class Trainer:
+        def __init__(self):
+            self.calls = []
+
+        def train_step(self, batch):
+            self.calls.append(batch)
+            return {}
+
+    trainer = Trainer()
+    probe = pr.Probe(torch.device("cpu"), warmup=1, steps=4, inmem=1, every=2)
+    probe.attach(trainer)
+    for call in range(6):  # what the loop does: one train_step per batch
+        trainer.train_step(call)
+    # extra in-memory steps on the batch in hand before loop calls 1, 3 and 5 (the window is calls 1..4)
+    assert trainer.calls == [0, 1, 1, 2, 3, 3, 4, 5, 5]
+    assert [it["call"] for it in probe.iterations] == [1, 2, 3, 4] and len(probe.inmem_times) == 3
+    assert len(probe.step_times) == 4

@@ -120,8 +120,8 @@ class TrainConfig:
     tensorboard: bool = True  # log to TensorBoard when it is installed
     channels_last: bool = False  # memory format for convolutions (faster on some CPUs and GPUs)
     ema_decay: float = 0.0  # exponential moving average of G's weights for samples and the saved model (0: off)
-    fast_step: bool = False  # pix2pix: fused Adam, CPU allocator tuning, per-layer conv backend (float-rounding
-    #                          differences only; off by default so that resumed runs stay bit-exact)
+    fast_step: bool = False  # fused Adam and a per-layer conv backend (float-rounding differences from the
+    #                          reference step; the conv choices are saved, so resumes stay exact)
     # -- scaling (see pix2pix.training.scaling and the README's multi-GPU section) --
     precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast over G, D and losses (fp16 adds a GradScaler)
     compile: bool = False  # torch.compile G and D (the first steps pay the compilation)
@@ -437,9 +437,11 @@ def _check_input_size(cfg: Config) -> None:
     """The crops must fit the networks: a U-Net needs at least its size multiple, and the discriminator's
     stride-2 layers (and normalisation layers) must not shrink a crop to nothing.
 
-    Checked by running G and D on "meta" tensors (shapes only: no memory, no arithmetic) at
-    data.crop_size with the micro-batch size, which raises exactly what the first training step
-    would. Only crop-based preprocessing has a known size; "none" and "scale_width" keep the images'.
+    Checked by running G and D, built one channel wide (the widths do not change the shapes), on
+    zeros of data.crop_size at the micro-batch size, which raises exactly what the first training
+    step would. (Not on the "meta" device: its global mode is active during any garbage collection
+    inside it, and a DataLoader iterator collected there crashed the process.) Only crop-based
+    preprocessing has a known size; "none" and "scale_width" keep the images'.
     """
     d, m, t = cfg.data, cfg.model, cfg.train
     if d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop"):
@@ -451,14 +453,17 @@ def _check_input_size(cfg: Config) -> None:
     from .training.objectives import build_discriminator, build_generator, build_hd_networks, hd_channels
 
     size, batch = d.crop_size, max(1, t.batch_size // t.grad_accum)
+    narrow = cfg.copy()
+    narrow.model.ngf = narrow.model.ndf = narrow.model.nef = 1
+    narrow.model.init = "normal"
     try:
-        with torch.device("meta"):
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's stream alone
             if m.family == "pix2pix":
-                g = build_generator(cfg)
-                net_d = build_discriminator(cfg) if cfg.loss.lambda_gan > 0 else None
+                g = build_generator(narrow)
+                net_d = build_discriminator(narrow) if cfg.loss.lambda_gan > 0 else None
                 g_in, d_in = m.in_channels, (m.in_channels + m.out_channels if m.conditional_d else m.out_channels)
             else:
-                g, _, net_d = build_hd_networks(cfg)
+                g, _, net_d = build_hd_networks(narrow)
                 g_in, d_in = hd_channels(cfg)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.generator={m.generator!r} / model.discriminator={m.discriminator!r} with "
@@ -468,7 +473,7 @@ def _check_input_size(cfg: Config) -> None:
 
     def fits(net: Any, channels: int, side: int, padded: bool) -> str:
         """"" when `net` takes side x side inputs, else why not."""
-        x = torch.empty(batch, channels, side, side, device="meta")
+        x = torch.zeros(batch, channels, side, side)
         try:
             with torch.no_grad():
                 run_padded(net, x) if padded else net(x)

@@ -108,12 +108,24 @@ def write_graph(module: nn.Module, example: Sequence[torch.Tensor], fmt: str, fo
     onnx_path = folder / f".{stem}.intermediate.onnx"
     try:
         _write_onnx(module, example, onnx_path, input_names, output_names)
-        model = ov.Core().read_model(str(onnx_path))
+        model = openvino_core().read_model(str(onnx_path))
         xml = folder / f"{stem}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
     finally:
         onnx_path.unlink(missing_ok=True)
     return [xml, xml.with_suffix(".bin")]
+
+
+_CORE: list[Any] = []
+
+
+def openvino_core() -> Any:
+    """One OpenVINO Core for the process, never released. A Core released while models it compiled are still
+    alive (a local in a constructor) unloads the CPU plugin under them: the test suite crashed later, in
+    garbage collection, one run in two."""
+    if not _CORE:
+        _CORE.append(require("openvino").Core())
+    return _CORE[0]
 
 
 class Runner:
@@ -171,11 +183,10 @@ class OpenVinoRunner(Runner):
     backend = "openvino"
 
     def __init__(self, path: Path, threads: int | None = None, options: dict[str, Any] | None = None) -> None:
-        ov = require("openvino")
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
         config.update(options or {})
-        core = ov.Core()
+        core = openvino_core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
 

@@ -142,7 +142,7 @@ class Trainer:
 
     def components(self) -> dict[str, Any]:
         """Everything with a state_dict that a checkpoint must hold, by name."""
-        names = ("net_g", "net_d", "net_e", "opt_g", "opt_d", "sched_g", "sched_d", "ema")
+        names = ("net_g", "net_d", "net_e", "opt_g", "opt_d", "sched_g", "sched_d", "ema", "conv_plan")
         parts = {n: getattr(self, n) for n in names if getattr(self, n, None) is not None}
         if getattr(self, "amp", None) is not None and self.amp.scaler.is_enabled():
             parts["grad_scaler"] = self.amp.scaler
@@ -212,6 +212,8 @@ class Trainer:
             raise ConfigError("the checkpoint has a weight average (train.ema_decay > 0) but this run has none: resume "
                               "with the run's train.ema_decay.")
         for name, part in self.components().items():
+            if name == "conv_plan" and name not in state:  # a fast-step checkpoint from before plans were saved
+                continue  # the layers are timed again
             if name not in state:
                 raise ConfigError(f"the checkpoint has no {name!r}: it was written with other settings (e.g. "
                                   "train.ema_decay or train.precision=fp16 changed); resume with the run's settings.")

@@ -43,9 +43,9 @@ def _one_thread(_single_thread_determinism):
 
 def _openvino_missing() -> str:
     try:
-        import openvino as ov
+        from pix2pix.export.backends import openvino_core
 
-        ov.Core().available_devices  # noqa: B018  (the CPU plugin loads)
+        openvino_core().available_devices  # noqa: B018  (the CPU plugin loads; the process's one Core)
     except Exception as exc:  # not installable on this platform, or no CPU plugin
         return f"openvino unavailable: {exc}"
     return ""

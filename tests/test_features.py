@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pix2pix.errors import CheckpointError, ConfigError, DataError
-from pix2pix.io.model_card import LabelSpec, ModelCard
 from pix2pix.clusters import Clusters, cluster_purity, cluster_purity_by_class, kmeans
 from pix2pix.data.labels import instance_classes
+from pix2pix.errors import CheckpointError, ConfigError, DataError
 from pix2pix.inference.feature_map import feature_map
+from pix2pix.io.model_card import LabelSpec, ModelCard
 
 # ----------------------------------------------------------------------------- k-means
 

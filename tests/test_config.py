@@ -118,18 +118,18 @@ def test_the_smallest_crop_reported_is_the_one_the_networks_take():
     """The check runs G and D on shape-only tensors; real tensors agree at the reported size and one below."""
     import torch
 
-    from pix2pix.training.objectives import build_discriminator
+    from pix2pix.training.objectives import build_discriminator, check_trainable
 
     cfg = apply_overrides(get_preset("tiny"), ["batch_size=1", "crop_size=16", "load_size=16",
                                                "model.generator_kwargs.num_downs=4"])
     with pytest.raises(ConfigError, match="'patchgan' with model.n_layers_d=3 needs 24") as info:
-        validate(cfg)
+        check_trainable(validate(cfg))
     assert "needs 16" not in str(info.value)  # the 4-level U-Net takes 16
     d = build_discriminator(cfg).train()
     d(torch.zeros(1, 6, 24, 24))
     with pytest.raises((RuntimeError, ValueError)):
         d(torch.zeros(1, 6, 23, 23))
-    validate(apply_overrides(cfg, ["crop_size=24", "load_size=24"]))
+    check_trainable(validate(apply_overrides(cfg, ["crop_size=24", "load_size=24"])))
 
 
 def test_type_errors_name_the_file_and_short_dict_keys_resolve(tmp_path):

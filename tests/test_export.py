@@ -402,18 +402,23 @@ def test_cli_export_of_a_trained_model_translates_like_the_eager_one(aligned_dat
     assert got.shape == (45, 70, 3) and np.abs(got - want).max() <= 1  # uint8 rounding of a 1e-4 difference
 
     image.save(tmp_path / "odd.png")
-    for model, backend in [(run / "model", "torch"), (out, "onnxruntime")]:
+    for model, backend in [(run / "model", "torch"), (out, "onnxruntime"), (out, "auto")]:
         assert main(["translate", str(tmp_path / "odd.png"), "--model", str(model), "--backend", backend,
                      "-o", str(tmp_path / backend)]) == 0
     eager = np.asarray(Image.open(tmp_path / "torch" / "odd.png"), dtype=np.int16)
     exported = np.asarray(Image.open(tmp_path / "onnxruntime" / "odd.png"), dtype=np.int16)
     assert eager.shape == (45, 70, 3) and np.abs(exported - eager).max() <= 1
+    # the default backend runs an export folder on its format's runtime: the same pixels as onnxruntime
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto" / "odd.png"), dtype=np.int16), exported)
+    assert load_translator(out).generator.backend == "onnxruntime"
     capsys.readouterr()
     base = ["translate", str(tmp_path / "odd.png"), "-o", str(tmp_path / "x")]
     assert main([*base, "--model", str(out), "--backend", "onnxruntime", "--paper-mode"]) == 2
     assert "exported graphs run in eval mode" in capsys.readouterr().err
     assert main([*base, "--model", str(run / "model"), "--backend", "onnxruntime"]) == 2
     assert "is not an exported model" in capsys.readouterr().err
+    assert main([*base, "--model", str(out), "--backend", "torch"]) == 2
+    assert "is an export folder" in capsys.readouterr().err
 
 
 def test_label_translator_runs_an_export_like_the_eager_model(tmp_path):

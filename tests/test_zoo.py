@@ -354,8 +354,6 @@ def test_a_failed_replacement_keeps_the_cached_model(env, server):
 
 
 def test_a_crash_while_writing_the_model_leaves_no_directory(env, server, monkeypatch):
-    import pix2pix.io.pretrained as pretrained
-
     serve(server, "edges2shoes", reference_checkpoint()[0])
 
     def half_written(directory, card, networks):
@@ -363,7 +361,7 @@ def test_a_crash_while_writing_the_model_leaves_no_directory(env, server, monkey
         (Path(directory) / "generator.safetensors").write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pretrained, "save_model", half_written)
+    monkeypatch.setattr(zoo, "save_model", half_written)  # what the zoo writes the model directory with
     with pytest.raises(OSError, match="No space left"):
         zoo.model_dir("edges2shoes")
     assert leftovers(env) == [] and not zoo.is_cached("edges2shoes")

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.layout import LAYOUTS
 from .errors import ConfigError, did_you_mean
+from .losses import GAN_MODES
+from .losses.augment import parse_policy
+from .nn.blocks import NORMS, UPSAMPLES
+from .nn.init import INIT_TYPES
 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -368,13 +373,11 @@ def _get(cfg: Config, key: str) -> Any:
 
 
 def validate(cfg: Config) -> Config:
-    """Check values that types alone cannot; raise ConfigError naming the key, the value and the fix."""
-    from .data.layout import LAYOUTS
-    from .losses import GAN_MODES
-    from .losses.augment import parse_policy
-    from .nn.blocks import NORMS, UPSAMPLES
-    from .nn.init import INIT_TYPES
+    """Check values that types alone cannot; raise ConfigError naming the key, the value and the fix.
 
+    What needs the networks or the label sets (the crop size a discriminator takes, a label set's class count)
+    is checked by `pix2pix.training.objectives.check_trainable`, which `train` runs after this.
+    """
     for key, (ok, what, fix) in _RANGES.items():
         value = _get(cfg, key)
         if not ok(value):
@@ -404,122 +407,4 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.load_global={t.load_global!r} initialises a pix2pixHD local enhancer, but "
                           f"model.family={m.family!r}, model.generator={m.generator!r}: drop it, or train "
                           "model.generator=local (e.g. --preset pix2pixhd_cityscapes_1024).")
-    if m.family == "pix2pixhd":
-        check_label_settings(d)
-    _check_input_size(cfg)
     return cfg
-
-
-def check_label_settings(d: DataConfig) -> None:
-    """ignore_index inside the label ids, and a named label set with as many classes as label_nc."""
-    if d.label_nc > 0 and d.ignore_index >= d.label_nc:
-        raise ConfigError(f"data.ignore_index={d.ignore_index} is outside the label ids 0..{d.label_nc - 1} "
-                          f"(data.label_nc={d.label_nc}): use -1 (ids outside the range are an error) or the id of "
-                          "the class they should map to, e.g. 0.")
-    if d.label_nc == 0 and d.ignore_index != -1 and not d.class_from_folder:
-        raise ConfigError(f"data.ignore_index={d.ignore_index} with data.label_nc=0: RGB label images have no ids to "
-                          "ignore; use -1.")
-    if d.label_set and d.label_nc > 0 and not d.class_from_folder:
-        from .data.label_sets import get_label_set
-
-        label_set = get_label_set(d.label_set)
-        if label_set.label_nc != d.label_nc:
-            raise ConfigError(f"data.label_set={d.label_set!r} has {label_set.label_nc} classes but data.label_nc="
-                              f"{d.label_nc}: set data.label_nc={label_set.label_nc}, or name the label set of these "
-                              "label maps.")
-
-
-# The largest side tried when looking for the smallest input a network takes.
-_MAX_PROBE = 8192
-
-
-def _check_input_size(cfg: Config) -> None:
-    """The crops must fit the networks: a U-Net needs at least its size multiple, and the discriminator's
-    stride-2 layers (and normalisation layers) must not shrink a crop to nothing.
-
-    Checked by running G and D, built one channel wide (the widths do not change the shapes), on
-    zeros of data.crop_size at the micro-batch size, which raises exactly what the first training
-    step would. (Not on the "meta" device: its global mode is active during any garbage collection
-    inside it, and a DataLoader iterator collected there crashed the process.) Only crop-based
-    preprocessing has a known size; "none" and "scale_width" keep the images'.
-    """
-    d, m, t = cfg.data, cfg.model, cfg.train
-    if d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop"):
-        return
-    import torch
-
-    from .models import run_padded
-    from .models.padding import size_multiple
-    from .training.objectives import build_discriminator, build_generator, build_hd_networks, hd_channels
-
-    size, batch = d.crop_size, max(1, t.batch_size // t.grad_accum)
-    narrow = cfg.copy()
-    narrow.model.ngf = narrow.model.ndf = narrow.model.nef = 1
-    narrow.model.init = "normal"
-    try:
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's stream alone
-            if m.family == "pix2pix":
-                g = build_generator(narrow)
-                net_d = build_discriminator(narrow) if cfg.loss.lambda_gan > 0 else None
-                g_in, d_in = m.in_channels, (m.in_channels + m.out_channels if m.conditional_d else m.out_channels)
-            else:
-                g, _, net_d = build_hd_networks(narrow)
-                g_in, d_in = hd_channels(cfg)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.generator={m.generator!r} / model.discriminator={m.discriminator!r} with "
-                          f"model.generator_kwargs={m.generator_kwargs}: cannot be built ({exc}); fix the option "
-                          "values.") from None
-    multiple = size_multiple(g)
-
-    def fits(net: Any, channels: int, side: int, padded: bool) -> str:
-        """"" when `net` takes side x side inputs, else why not."""
-        x = torch.zeros(batch, channels, side, side)
-        try:
-            with torch.no_grad():
-                run_padded(net, x) if padded else net(x)
-        except (RuntimeError, ValueError) as exc:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "Kernel size" in text or "padded input size" in text.lower():
-                return "its stride-2 convolutions shrink smaller crops below their kernel size"
-            if "more than 1" in text:
-                return f"its {m.norm}-norm layers would see a single value per channel at batch {batch}"
-            return text
-        return ""
-
-    def smallest(net: Any, channels: int, padded: bool) -> tuple[int, str] | None:
-        """(smallest side `net` takes, why `size` fails), None when `size` fits or no side up to _MAX_PROBE does."""
-        reason = fits(net, channels, size, padded)
-        if not reason:
-            return None
-        low, high = size, size * 2
-        while high <= _MAX_PROBE and fits(net, channels, high, padded):
-            low, high = high, high * 2
-        if high > _MAX_PROBE:
-            return None  # not a size problem: the first training step reports it
-        while high - low > 1:  # the smallest side that fits is in (low, high]
-            mid = (low + high) // 2
-            low, high = (mid, high) if fits(net, channels, mid, padded) else (low, mid)
-        return high, reason
-
-    needs: list[tuple[int, str, str]] = []  # (side, what needs it and why, how else to fix it)
-    if size < multiple:
-        needs.append((multiple, f"the generator {m.generator!r} needs {multiple} (its down-samplings halve the image "
-                                f"to 1 pixel there)", "a generator with fewer down-samplings (e.g. --set "
-                                "model.generator=unet --set model.generator_kwargs.num_downs=N for 2**N-pixel crops)"))
-    else:
-        found = smallest(g, g_in, True)
-        if found:
-            needs.append((found[0], f"the generator {m.generator!r} needs {found[0]} ({found[1]})",
-                          "a generator with fewer down-samplings (model.generator_kwargs)"))
-    if net_d is not None:
-        found = smallest(net_d, d_in, False)
-        if found:
-            scales = f", model.num_d={m.num_d}" if m.family == "pix2pixhd" else ""
-            needs.append((found[0], f"the discriminator {m.discriminator!r} with model.n_layers_d={m.n_layers_d}"
-                                    f"{scales} needs {found[0]} ({found[1]})",
-                          "a shallower discriminator (lower model.n_layers_d)"))
-    if needs:
-        side = max(n for n, _, _ in needs)
-        raise ConfigError(f"data.crop_size={size} is too small: " + "; ".join(why for _, why, _ in needs)
-                          + f". Use crops of at least {side} (data.crop_size, with data.load_size >= crop_size), or "
-                          + " or ".join(fix for _, _, fix in needs) + ".")

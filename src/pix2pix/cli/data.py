@@ -91,7 +91,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace):
     """The training config `data check` compares the dataset with: --preset, then --set, then --label-nc."""
-    from ..config import Config, apply_overrides, check_label_settings, validate
+    from ..config import Config, apply_overrides, validate
+    from ..data.label_sets import check_label_settings
     from ..presets import get_preset
 
     cfg = get_preset(args.preset) if args.preset else Config()

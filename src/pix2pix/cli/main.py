@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="pix2pix: images of one size per batch (default 1)")
     add_device(p)
     add_progress(p)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "torchscript"],
-                   help="torch: the saved model; the others run an export folder (`pix2pix export`) given as "
-                        "--model, with the same outputs to 1e-4 (onnxruntime and openvino on the CPU)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "torchscript"],
+                   help="auto (default): an export folder (`pix2pix export`, checked to 1e-4 of PyTorch) given as "
+                        "--model runs on its format's runtime, a model directory on PyTorch; or name one")
     p.add_argument("--paper-mode", action="store_true",
                    help="the paper's test protocol: dropout on, batch-norm with test-batch statistics")
     hd = p.add_argument_group("pix2pixHD models (label maps in)")

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from .options import Deprecated
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
         args.studies, args.mode, args.a, args.b, args.real, parse_timing(args.timing), study_id=args.id,
         seed=args.seed, sentinels=args.sentinels, practice=args.practice, trials=args.trials,
         a_name=args.a_name, b_name=args.b_name, question=args.question, instructions=args.instructions,
-        size=parse_size(args.size) if args.size else None)
+        size=parse_size(args.image_size) if args.image_size else None)
     for warning in warnings:
         print(f"warning: {warning}")
     spec = study.spec
@@ -117,8 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--practice", type=int, default=0,
                    help="practice pairs shown first with feedback and not counted (default 0)")
     p.add_argument("--trials", type=int, help="at most this many test pairs per participant (default: all)")
-    p.add_argument("--size", metavar="WxH",
+    p.add_argument("--image-size", metavar="WxH",
                    help="the one size every image is shown at (default: the most common size of the inputs)")
+    p.add_argument("--size", dest="image_size", action=Deprecated, new="--image-size", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help="design seed (default: random, recorded in study.json)")
     p.add_argument("--question", help="the question shown with every pair")
     p.add_argument("--instructions", help="extra text on the instructions screen")

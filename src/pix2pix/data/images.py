@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..io.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -108,8 +109,6 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
 
 def save_image(img: Image.Image, path: str | Path) -> None:
     """Write an image atomically (a partly written file never replaces a good one)."""
-    from ..io.atomic import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format=_format_for(path))
@@ -119,3 +118,28 @@ def _format_for(path: Path) -> str:
     ext = path.suffix.lower()
     return {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
             ".webp": "WEBP", ".ppm": "PPM"}.get(ext, "PNG")
+
+
+def open_map(path: str | Path) -> Image.Image:
+    """Open a label or instance map keeping its integer ids exactly.
+
+    Returns mode "L" (8-bit), "I" (32-bit, for 16-bit PNGs) or "RGB" (a colour-coded or RGB file;
+    the caller decides). Palette ("P") files give their palette indices, which is how such label
+    files store class ids.
+    """
+    img = open_image(path, palette_indices=True)
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode in ("P", "1"):
+        return Image.fromarray(np.asarray(img, dtype=np.uint8))
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I: ids up to 65535 (or more) stay exact
+        return Image.fromarray(np.asarray(img).astype(np.int32))
+    if mode == "LA":
+        return img.getchannel(0)
+    if mode == "F":
+        arr = np.asarray(img)
+        if not np.all(arr == np.round(arr)):
+            raise DataError(f"{path} holds fractional values: a label map must hold integer ids.")
+        return Image.fromarray(arr.astype(np.int32))
+    return img.convert("RGB")

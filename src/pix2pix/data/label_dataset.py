@@ -41,7 +41,8 @@ from torch.utils.data import Dataset
 
 from ..config import PREPROCESS_MODES
 from ..errors import ConfigError, DataError
-from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image, open_image
+from .images import IMAGE_EXTENSIONS, convert_channels, image_to_tensor, list_images, load_image, open_map
+from .label_sets import nearest_palette_ids
 from .labels import label_condition_map, map_label_ids
 from .transforms import apply_params, sample_params
 
@@ -139,38 +140,11 @@ def _unpaired_error(missing: dict[str, list[Path]]) -> DataError:
     )
 
 
-def open_map(path: str | Path) -> Image.Image:
-    """Open a label or instance map keeping its integer ids exactly.
-
-    Returns mode "L" (8-bit), "I" (32-bit, for 16-bit PNGs) or "RGB" (a colour-coded or RGB file;
-    the caller decides). Palette ("P") files give their palette indices, which is how such label
-    files store class ids.
-    """
-    img = open_image(path, palette_indices=True)
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        return img
-    if mode in ("P", "1"):
-        return Image.fromarray(np.asarray(img, dtype=np.uint8))
-    if mode.startswith("I"):  # I;16, I;16B, I;16L, I: ids up to 65535 (or more) stay exact
-        return Image.fromarray(np.asarray(img).astype(np.int32))
-    if mode == "LA":
-        return img.getchannel(0)
-    if mode == "F":
-        arr = np.asarray(img)
-        if not np.all(arr == np.round(arr)):
-            raise DataError(f"{path} holds fractional values: a label map must hold integer ids.")
-        return Image.fromarray(arr.astype(np.int32))
-    return img.convert("RGB")
-
-
 def _ids_tensor(img: Image.Image, path: Path, what: str, palette: np.ndarray | None) -> torch.Tensor:
     """A map from `open_map` (after transforms) -> LongTensor [1, H, W]."""
     arr = np.asarray(img)
     if arr.ndim == 3:
         if palette is not None and what == "label":
-            from .label_sets import nearest_palette_ids
-
             arr = nearest_palette_ids(arr, palette)
         elif np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
             arr = arr[..., 0]  # a gray map saved as RGB

@@ -40,8 +40,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import Config, DataConfig
 from ..errors import ConfigError, DataError, did_you_mean
-from .label_dataset import open_map
+from .images import open_map
+from .labels import map_label_ids
+from .synthetic import classes_info
 
 RGB = tuple[int, int, int]
 
@@ -358,8 +361,6 @@ FACADES = LabelSet(
 
 
 def _synthetic() -> LabelSet:
-    from .synthetic import classes_info
-
     return LabelSet.from_dict(classes_info(), name="synthetic", source="pix2pix.data.synthetic")
 
 
@@ -413,8 +414,6 @@ def colorize(label_map, label_set: LabelSet | Sequence[Sequence[int]] | np.ndarr
         ids = np.rint(ids)
     ids = ids.astype(np.int64)
     if isinstance(label_set, LabelSet) and label_set.unlabeled_ids:
-        from .labels import map_label_ids
-
         ids = map_label_ids(ids, label_set.label_nc, label_set=label_set)
     pal = _palette_array(label_set)
     if ids.size and (ids.min() < 0 or ids.max() >= len(pal)):
@@ -477,3 +476,28 @@ def read_label_ids(label_map: str | Path | Image.Image, label_set: LabelSet) -> 
     if label_set.ignore_id is not None:
         ids[ids == label_set.ignore_id] = IGNORE
     return ids
+
+
+def check_label_settings(d: DataConfig) -> None:
+    """ignore_index inside the label ids, and a named label set with as many classes as label_nc."""
+    if d.label_nc > 0 and d.ignore_index >= d.label_nc:
+        raise ConfigError(f"data.ignore_index={d.ignore_index} is outside the label ids 0..{d.label_nc - 1} "
+                          f"(data.label_nc={d.label_nc}): use -1 (ids outside the range are an error) or the id of "
+                          "the class they should map to, e.g. 0.")
+    if d.label_nc == 0 and d.ignore_index != -1 and not d.class_from_folder:
+        raise ConfigError(f"data.ignore_index={d.ignore_index} with data.label_nc=0: RGB label images have no ids to "
+                          "ignore; use -1.")
+    if d.label_set and d.label_nc > 0 and not d.class_from_folder:
+        label_set = get_label_set(d.label_set)
+        if label_set.label_nc != d.label_nc:
+            raise ConfigError(f"data.label_set={d.label_set!r} has {label_set.label_nc} classes but data.label_nc="
+                              f"{d.label_nc}: set data.label_nc={label_set.label_nc}, or name the label set of these "
+                              "label maps.")
+
+
+def resolve_label_set(cfg: Config) -> LabelSet | None:
+    """The configured label set (names and palette), or the synthetic world's classes.json in the data folder."""
+    if cfg.data.label_set:
+        return get_label_set(cfg.data.label_set)
+    classes = Path(cfg.data.root) / "classes.json"
+    return LabelSet.from_classes_json(classes) if cfg.data.root and classes.is_file() else None

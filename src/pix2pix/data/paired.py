@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
+from .color import lab_image_tensors
 from .images import convert_channels, image_to_tensor, list_images, open_image
 from .layout import detect_layout, find_pairs, folder_pair_dirs
 from .transforms import apply_params, sample_params
@@ -129,8 +130,6 @@ class PairedDataset(Dataset):
     def _colorization_tensors(self, img: Image.Image, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = convert_channels(img, 3, path)
         if self.cfg.color_space == "lab":
-            from .color import lab_image_tensors
-
             return lab_image_tensors(np.asarray(rgb))
         gray = image_to_tensor(convert_channels(rgb, 1, path))
         target = image_to_tensor(convert_channels(rgb, self.out_channels, path))

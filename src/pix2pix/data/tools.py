@@ -22,9 +22,8 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError, did_you_mean
 from ..io.atomic import write_json
-from .images import bomb_message, is_image_file, list_images, load_image, save_image
-from .label_dataset import open_map
-from .label_sets import LabelSet
+from .images import bomb_message, is_image_file, list_images, load_image, open_map, save_image
+from .label_sets import LabelSet, resolve_label_set
 from .labels import map_label_ids
 from .layout import detect_layout, pair_by_stem
 
@@ -466,8 +465,6 @@ class LabelRules:
     def from_config(cls, cfg: Config, root: str | Path) -> LabelRules:
         """The rules of `cfg` for the dataset at `root` (the label set as training finds it: data.label_set, else
         root/classes.json)."""
-        from ..training.objectives import resolve_label_set
-
         probe = cfg.copy()
         probe.data.root = str(root)
         d = cfg.data

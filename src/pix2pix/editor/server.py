@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.label_dataset import open_map
+from ..data.images import open_map
 from ..errors import DataError, Pix2PixError
 from ..web import App, HTTPError, Limits, Request, Response, json_response
 from .ops import HISTORY_BYTES, MAX_STROKE_WORK, EditDocument, Selection, WorkLimitError
-from .session import MAX_SIDE, MIN_SIDE, DatasetFolders, EditorModel, encode_png, render_view
+from .session import MAX_SIDE, MIN_SIDE, DatasetFolders, EditorModel, decode_image, encode_png, render_view
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 << 20  # 16 MiB: two 4096x4096 label maps as base64 PNGs fit comfortably
@@ -209,8 +209,6 @@ class EditorServer:
             doc = EditDocument(label, instance, self.model.space, **self.doc_options)
             name = f"{body['split']}/{body['name']}"
         elif source == "upload":
-            from .session import decode_image
-
             if not body.get("label"):
                 raise DataError("an upload needs a label map: {\"label\": base64 PNG, \"instance\": optional}.")
             label_img = decode_image(body["label"], "uploaded label map")

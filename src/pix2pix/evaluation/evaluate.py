@@ -33,11 +33,15 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.images import list_images, load_image, save_image
+from ..data.label_dataset import pair_key
 from ..data.label_sets import LabelSet
+from ..data.layout import pair_by_stem
 from ..errors import ConfigError, DataError
 from ..inference import load_translator
 from ..io.atomic import write_json, write_text
 from ..runtime import as_device
+from .distribution import FeatureSets, frechet_distance, kernel_distance, lpips_metric, lpips_unavailable
+from .inception import find_inception_weights, inception_search_text, load_fid_inception
 from .metrics import l1_error, psnr, ssim
 from .segmentation import (
     LoadedSegmenter,
@@ -66,8 +70,6 @@ METRIC_INFO = {  # name -> (label, better)
 
 def pair_folders(real_dir: str | Path, fake_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """(stem, real, fake) for every image, matched by file stem; any unmatched file is an error."""
-    from ..data.layout import pair_by_stem
-
     real_dir, fake_dir = Path(real_dir), Path(fake_dir)
     pairs, only_real, only_fake = pair_by_stem(list_images(real_dir), list_images(fake_dir))
     if only_real or only_fake:
@@ -81,8 +83,6 @@ def pair_folders(real_dir: str | Path, fake_dir: str | Path) -> list[tuple[str, 
 
 
 def _match_labels(stems: list[str], labels_dir: Path) -> dict[str, Path]:
-    from ..data.label_dataset import pair_key
-
     by_key: dict[str, Path] = {}
     for p in list_images(labels_dir):
         by_key.setdefault(pair_key(p), p)
@@ -123,7 +123,6 @@ def _feature_extractor(feature_extractor: nn.Module | None, inception_weights: s
     """(extractor, its description) or (None, why FID/KID are missing)."""
     import importlib.util
 
-    from .inception import find_inception_weights, inception_search_text, load_fid_inception
 
     if not fid:
         return None, "skipped (--no-fid)"
@@ -156,8 +155,6 @@ def evaluate_folders(real_dir: str | Path, fake_dir: str | Path, *, labels_dir: 
 
     The segmentation score needs `segmenter` and `labels_dir` (label maps the fakes were made from).
     """
-    from .distribution import FeatureSets, frechet_distance, kernel_distance, lpips_metric, lpips_unavailable
-
     check_options(batch_size, kid_subset_size, kid_subsets)
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     pairs = pair_folders(real_dir, fake_dir)

@@ -34,8 +34,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..config import DataConfig
 from ..data.images import convert_channels, load_image
+from ..data.label_dataset import LabelDataset, open_map
 from ..data.label_sets import LabelSet
+from ..data.paired import PairedDataset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_json
 from ..models import build_from_arch, create_generator, run_padded
@@ -205,8 +208,6 @@ def load_segmentation_data(root: str | Path, phase: str, label_set: LabelSet, si
     `side`: which half / folder of pix2pix pairs holds the label maps, "A", "B" or "auto" (the side whose
     colours lie nearest the label set's palette). pix2pixHD folders need no side.
     """
-    from ..data.label_dataset import LabelDataset, open_map
-
     root = Path(root)
     if side not in ("auto", "A", "B"):
         raise ConfigError(f"side {side!r}: use A, B or auto.")
@@ -221,9 +222,6 @@ def load_segmentation_data(root: str | Path, phase: str, label_set: LabelSet, si
         source = f"{phase}_label/"
         stream = pairs()
     else:
-        from ..config import DataConfig
-        from ..data.paired import PairedDataset
-
         ds = PairedDataset(root, phase, data=DataConfig(preprocess="none", flip=False, max_items=max_items),
                            train=False)
         if ds.layout == "colorization":

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, Pix2PixError
+from .graphs import exportable
 
 FORMATS = ("onnx", "torchscript", "openvino")
 BACKENDS = ("onnxruntime", "openvino", "torchscript")
@@ -90,7 +91,6 @@ def write_graph(module: nn.Module, example: Sequence[torch.Tensor], fmt: str, fo
     """Write `module` traced on `example` as format `fmt` into `folder`; returns the files written."""
     check_format(fmt)
     if fmt != "torchscript":  # TorchScript runs torch's own (precise) norm kernels
-        from .graphs import exportable
 
         module = exportable(module)
     if fmt == "torchscript":

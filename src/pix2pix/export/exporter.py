@@ -36,8 +36,11 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..data.label_inputs import LabelInputs
 from ..errors import ConfigError
 from ..io.model_card import CONFIG_NAME, ModelCard, NetworkSpec, utc_now
+from ..io.model_dir import resolve_model_dir
+from ..io.pretrained import load_network
 from ..models import run_padded, size_multiple
 from ..models.encoder import instance_average
 from . import backends
@@ -107,8 +110,6 @@ def network_graphs(card: ModelCard, generator: nn.Module, encoder: nn.Module | N
                                f"input [B, {card.in_channels}, H, W] float in [-1, 1] -> image [B, "
                                f"{card.out_channels}, H, W] in [-1, 1]")]
     else:
-        from ..data.label_inputs import LabelInputs
-
         labels = card.labels
         assert labels is not None
         ignore = labels.ignore_index if labels.ignore_index >= 0 else None
@@ -306,9 +307,6 @@ def export_model(model: str | Path, out: str | Path, fmt: str = "onnx", *, encod
                  **options: Any) -> ExportResult:
     """Export the generator (and feature encoder) of a saved model: a model or run directory, a published name
     or hf://org/name. Options: `sizes`, `backend`, `log` (see `export_graphs`)."""
-    from ..io.model_dir import resolve_model_dir
-    from ..io.pretrained import load_network
-
     model_dir = resolve_model_dir(model, progress=True)
     card = ModelCard.read(model_dir)
     if card.generator is None:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.labels import one_hot
 from ..errors import CheckpointError, DataError
 from ..io.model_card import ModelCard
 from . import backends
@@ -145,8 +146,6 @@ class ExportedLabelGenerator(ExportedGenerator):
             if ids.is_floating_point() and not torch.equal(ids, ids.round()):
                 raise DataError("the label tensor holds fractional values: pass integer ids.")
             if labels.ignore_index < 0 and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= labels.label_nc):
-                from ..data.labels import one_hot
-
                 one_hot(ids.long(), labels.label_nc)  # raises the eager code's error, naming the ids
         return self._run(*tensors)[0]
 

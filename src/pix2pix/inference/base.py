@@ -25,8 +25,11 @@ import torch
 from PIL import Image
 
 from ..errors import CheckpointError, ConfigError
+from ..export.backends import DEFAULT_BACKEND
+from ..export.runtime import is_export, load_exported, read_export
 from ..io.model_card import ModelCard
 from ..io.model_dir import resolve_model_dir
+from ..io.pretrained import load_network
 from ..runtime import as_device
 
 
@@ -138,7 +141,37 @@ def _load(model: str | Path, device: str | torch.device, options: dict[str, Any]
     cls = FAMILY_TRANSLATORS[card.family]
     options = {k: v for k, v in options.items() if v is not None}
     check_options(options, cls.load_options, cls.family, "load")
+    options["backend"] = resolve_backend(model_dir, options.get("backend"))
     return cls.from_card(model_dir, card, device=as_device(device), **options)
+
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "torchscript")
+
+
+def resolve_backend(model_dir: Path, backend: str | None) -> str:
+    """`auto` (the default): an export folder (`pix2pix export`, parity-checked to 1e-4 when written) runs on
+    its format's runtime (OpenVINO, onnxruntime, TorchScript), a model directory on PyTorch."""
+    if backend not in (None, "auto"):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+        return backend
+    if is_export(model_dir):
+        return DEFAULT_BACKEND[read_export(model_dir)[1]["format"]]
+    return "torch"
+
+
+def load_networks(model_dir: Path, card: ModelCard, backend: str,
+                  device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(generator, feature encoder or None): the saved weights on PyTorch, or an export folder's graphs on
+    `backend`, which map the same tensors to the same outputs (eval mode)."""
+    if backend == "torch":
+        if is_export(model_dir):
+            raise ConfigError(f"{model_dir} is an export folder (no PyTorch weights): use --backend auto, or --model "
+                              "the model directory it was exported from.")
+        encoder = load_network(model_dir, card, "encoder", device) if card.use_features else None
+        return load_network(model_dir, card, "generator", device), encoder
+    encoder = load_exported(model_dir, backend, kind="encoder") if card.use_features else None
+    return load_exported(model_dir, backend), encoder
 
 
 def load_translator(model: str | Path, *, device: str | torch.device = "auto", **options: Any) -> BaseTranslator:

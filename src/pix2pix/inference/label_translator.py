@@ -42,10 +42,9 @@ from ..data.label_sets import IGNORE, colorize, generate_palette, nearest_palett
 from ..data.labels import map_label_ids
 from ..errors import CheckpointError, ConfigError, DataError, Pix2PixError
 from ..io.model_card import ModelCard
-from ..io.pretrained import load_network
 from ..models import run_padded
 from ..runtime import as_device
-from .base import BaseTranslator, ModelInputs, TestPair
+from .base import BaseTranslator, ModelInputs, TestPair, load_networks
 from .feature_map import FEATURE_MODES, feature_map
 
 MapLike = Image.Image | np.ndarray | torch.Tensor
@@ -128,14 +127,7 @@ class LabelTranslator(BaseTranslator):
         `clusters`: a `Clusters`, a path to clusters (directory or file), or None for the model's own.
         """
         dev = as_device(device)
-        if backend == "torch":
-            generator = load_network(model_dir, card, "generator", dev)
-            encoder = load_network(model_dir, card, "encoder", dev) if card.use_features else None
-        else:  # an export folder (`pix2pix export`); backend onnxruntime, openvino or torchscript
-            from ..export import load_exported
-
-            generator = load_exported(model_dir, backend)
-            encoder = load_exported(model_dir, backend, kind="encoder") if card.use_features else None
+        generator, encoder = load_networks(model_dir, card, backend, dev)
         if isinstance(clusters, (str, Path)):
             clusters = Clusters.load(clusters, feat_num=card.feat_num if card.use_features else None)
         elif clusters is None and card.use_features and (model_dir / CLUSTERS_WEIGHTS).is_file():

@@ -28,10 +28,9 @@ from ..data.label_sets import read_label_ids
 from ..data.transforms import apply_params, sample_params
 from ..errors import ConfigError, Pix2PixError
 from ..io.model_card import ModelCard, NetworkSpec
-from ..io.pretrained import load_network
 from ..models import run_padded
 from ..runtime import as_device
-from .base import BaseTranslator, ModelInputs, TestPair
+from .base import BaseTranslator, ModelInputs, TestPair, load_networks
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 
@@ -76,15 +75,10 @@ class Translator(BaseTranslator):
                   paper_mode: bool = False, backend: str = "torch") -> Translator:
         """`backend`: torch (the saved weights), or onnxruntime / openvino / torchscript for an export folder
         (`pix2pix export`), whose generator maps the same tensors to the same outputs, in eval mode only."""
-        if backend == "torch":
-            generator = load_network(model_dir, card)
-        elif paper_mode:
+        if paper_mode and backend != "torch":
             raise ConfigError("--paper-mode needs the PyTorch model (dropout, batch-norm statistics); exported "
-                              "graphs run in eval mode: use --backend torch.")
-        else:
-            from ..export import load_exported
-
-            generator = load_exported(model_dir, backend)
+                              "graphs run in eval mode: translate the model directory with --backend torch.")
+        generator, _ = load_networks(model_dir, card, backend, as_device(device))
         translator = cls(generator, card, device=device, paper_mode=paper_mode)
         translator.model_dir = model_dir
         return translator

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..data.label_sets import LabelSet
 from ..errors import CheckpointError
 from .atomic import write_json
 
@@ -174,8 +175,6 @@ class LabelSpec:
             raise f.error("ignore_index", f"is {ignore}, outside the label ids 0..{label_nc - 1}")
         label_set = f.dict("label_set", None)
         if label_set is not None:
-            from ..data.label_sets import LabelSet
-
             try:
                 LabelSet.from_dict(label_set, source=f"{f.source}: field '{f.prefix}label_set'")
             except Exception as exc:  # a malformed class table names the field
@@ -237,8 +236,6 @@ class ModelCard:
 
     def label_set(self) -> Any:
         """The saved `LabelSet` (names and palette), or None."""
-        from ..data.label_sets import LabelSet
-
         if self.labels is None or not self.labels.label_set:
             return None
         saved = self.labels.label_set

@@ -34,10 +34,15 @@ from typing import Any
 
 from torch import nn
 
+from ..data.label_sets import get_label_set
 from ..errors import CheckpointError, Pix2PixError, did_you_mean
+from ..nn.state import as_state_dict
 from .atomic import fsync_directory
 from .download import fetch, file_lock, part_path
 from .model_card import CONFIG_NAME, DataGeometry, LabelSpec, ModelCard, Provenance, sha256_file, utc_now
+from .pretrained import save_model
+from .reference import import_reference
+from .torch_load import safe_torch_load
 
 REFERENCE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch"
 URL_ENV = "PIX2PIX_ZOO_URL"
@@ -83,8 +88,6 @@ class PublishedModel:
 
     def build(self, state: Mapping[str, Any], source: str) -> nn.Module:
         """The generator with the published weights, or a CheckpointError listing the keys that do not fit."""
-        from .reference import import_reference
-
         try:
             return import_reference(state, self.arch, in_channels=self.in_channels, out_channels=self.out_channels,
                                     **self.arch_kwargs)
@@ -96,8 +99,6 @@ class PublishedModel:
         """The model card (without the network spec, which `save_model` takes from the network)."""
         labels = None
         if self.family == "pix2pixhd":
-            from ..data.label_sets import get_label_set
-
             label_set = get_label_set(self.label_set).to_classes_json() if self.label_set else None
             labels = LabelSpec(label_nc=self.label_nc, label_set=label_set, use_instance=self.use_instance)
         return ModelCard(family=self.family, data=DataGeometry(direction=self.direction, **self.geometry),
@@ -200,10 +201,6 @@ def _manual_hint(entry: PublishedModel, url: str) -> str:
 
 def _install(entry: PublishedModel, checkpoint: Path, source: str, sha256: str) -> Path:
     """Check and convert `checkpoint` into the cache, replacing what is there in one rename."""
-    from ..nn.state import as_state_dict
-    from .pretrained import save_model
-    from .torch_load import safe_torch_load
-
     if entry.sha256 and sha256 != entry.sha256:
         raise CheckpointError(f"{source} has sha256 {sha256}, not the published {entry.name}'s {entry.sha256}: "
                               "the file is damaged or not the published one; download it again.")

@@ -233,7 +233,7 @@ def rebuild_adams(trainer: Any, kind: str) -> int:
     it is: the plain reference's optimiser, for the benchmark). Returns how many were replaced (those
     already of that kind are kept).
     """
-    from .schedules import make_scheduler
+    from .schedules import make_scheduler  # here: the allocator test runs this file without the package
 
     if kind not in _ADAM_KINDS:
         raise ValueError(f"Adam kind {kind!r}: choose one of {', '.join(_ADAM_KINDS)}")
@@ -251,6 +251,8 @@ def rebuild_adams(trainer: Any, kind: str) -> int:
         old_sched = getattr(trainer, sched_name)
         sched = make_scheduler(new, trainer.cfg.optim)
         sched.load_state_dict(old_sched.state_dict())
+        for new_group, old_group in zip(new.param_groups, old.param_groups, strict=True):
+            new_group["lr"] = old_group["lr"]  # the schedule's current rate, not its base (mid-decay rebuilds)
         setattr(trainer, opt_name, new)
         setattr(trainer, sched_name, sched)
         rebuilt += 1

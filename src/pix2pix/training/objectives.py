@@ -36,7 +36,12 @@ from ..data.color import lab_channels_to_rgb
 from ..data.images import tensor_to_image
 from ..data.label_dataset import LabelDataset
 from ..data.label_inputs import LabelInputs
-from ..data.label_sets import LabelSet, colorize, generate_palette, get_label_set
+from ..data.label_sets import (
+    check_label_settings,
+    colorize,
+    generate_palette,
+    resolve_label_set,
+)
 from ..data.labels import map_label_ids
 from ..data.paired import PairedDataset
 from ..errors import CheckpointError, ConfigError, DataError
@@ -50,7 +55,7 @@ from ..losses import (
     r1_penalty,
     resolve_vgg_weights,
 )
-from ..models import accepted_options, create_discriminator, create_generator, run_padded
+from ..models import accepted_options, create_discriminator, create_generator, run_padded, size_multiple
 from ..nn import init_weights
 
 
@@ -309,14 +314,6 @@ def build_hd_networks(cfg: Config) -> tuple[nn.Module, nn.Module | None, nn.Modu
     return net_g, net_e, net_d
 
 
-def resolve_label_set(cfg: Config) -> LabelSet | None:
-    """The configured label set (names and palette), or the synthetic world's classes.json in the data folder."""
-    if cfg.data.label_set:
-        return get_label_set(cfg.data.label_set)
-    classes = Path(cfg.data.root) / "classes.json"
-    return LabelSet.from_classes_json(classes) if cfg.data.root and classes.is_file() else None
-
-
 def load_global_weights(net_g: nn.Module, directory: str | Path) -> None:
     """Initialise a local enhancer's global part from a saved `global` generator (a model directory)."""
     directory = Path(directory)
@@ -437,6 +434,105 @@ class Pix2PixHDObjective(Objective):
         return LabelSpec(label_nc=d.label_nc, ignore_index=d.ignore_index, use_instance=self.inputs.use_instance,
                          class_from_folder=d.class_from_folder,
                          label_set=self.label_set.to_classes_json() if self.label_set is not None else None)
+
+
+# The largest side tried when looking for the smallest input a network takes.
+_MAX_PROBE = 8192
+
+
+def check_input_size(cfg: Config) -> None:
+    """The crops must fit the networks: a U-Net needs at least its size multiple, and the discriminator's
+    stride-2 layers (and normalisation layers) must not shrink a crop to nothing.
+
+    Checked by running G and D, built one channel wide (the widths do not change the shapes), on
+    zeros of data.crop_size at the micro-batch size, which raises exactly what the first training
+    step would. (Not on the "meta" device: its global mode is active during any garbage collection
+    inside it, and a DataLoader iterator collected there crashed the process.) Only crop-based
+    preprocessing has a known size; "none" and "scale_width" keep the images'.
+    """
+    d, m, t = cfg.data, cfg.model, cfg.train
+    if d.preprocess not in ("resize_and_crop", "crop", "scale_width_and_crop"):
+        return
+    size, batch = d.crop_size, max(1, t.batch_size // t.grad_accum)
+    narrow = cfg.copy()
+    narrow.model.ngf = narrow.model.ndf = narrow.model.nef = 1
+    narrow.model.init = "normal"
+    try:
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's stream alone
+            if m.family == "pix2pix":
+                g = build_generator(narrow)
+                net_d = build_discriminator(narrow) if cfg.loss.lambda_gan > 0 else None
+                g_in, d_in = m.in_channels, (m.in_channels + m.out_channels if m.conditional_d else m.out_channels)
+            else:
+                g, _, net_d = build_hd_networks(narrow)
+                g_in, d_in = hd_channels(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.generator={m.generator!r} / model.discriminator={m.discriminator!r} with "
+                          f"model.generator_kwargs={m.generator_kwargs}: cannot be built ({exc}); fix the option "
+                          "values.") from None
+    multiple = size_multiple(g)
+
+    def fits(net: Any, channels: int, side: int, padded: bool) -> str:
+        """"" when `net` takes side x side inputs, else why not."""
+        x = torch.zeros(batch, channels, side, side)
+        try:
+            with torch.no_grad():
+                run_padded(net, x) if padded else net(x)
+        except (RuntimeError, ValueError) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Kernel size" in text or "padded input size" in text.lower():
+                return "its stride-2 convolutions shrink smaller crops below their kernel size"
+            if "more than 1" in text:
+                return f"its {m.norm}-norm layers would see a single value per channel at batch {batch}"
+            return text
+        return ""
+
+    def smallest(net: Any, channels: int, padded: bool) -> tuple[int, str] | None:
+        """(smallest side `net` takes, why `size` fails), None when `size` fits or no side up to _MAX_PROBE does."""
+        reason = fits(net, channels, size, padded)
+        if not reason:
+            return None
+        low, high = size, size * 2
+        while high <= _MAX_PROBE and fits(net, channels, high, padded):
+            low, high = high, high * 2
+        if high > _MAX_PROBE:
+            return None  # not a size problem: the first training step reports it
+        while high - low > 1:  # the smallest side that fits is in (low, high]
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(net, channels, mid, padded) else (low, mid)
+        return high, reason
+
+    needs: list[tuple[int, str, str]] = []  # (side, what needs it and why, how else to fix it)
+    if size < multiple:
+        needs.append((multiple, f"the generator {m.generator!r} needs {multiple} (its down-samplings halve the image "
+                                f"to 1 pixel there)", "a generator with fewer down-samplings (e.g. --set "
+                                "model.generator=unet --set model.generator_kwargs.num_downs=N for 2**N-pixel crops)"))
+    else:
+        found = smallest(g, g_in, True)
+        if found:
+            needs.append((found[0], f"the generator {m.generator!r} needs {found[0]} ({found[1]})",
+                          "a generator with fewer down-samplings (model.generator_kwargs)"))
+    if net_d is not None:
+        found = smallest(net_d, d_in, False)
+        if found:
+            scales = f", model.num_d={m.num_d}" if m.family == "pix2pixhd" else ""
+            needs.append((found[0], f"the discriminator {m.discriminator!r} with model.n_layers_d={m.n_layers_d}"
+                                    f"{scales} needs {found[0]} ({found[1]})",
+                          "a shallower discriminator (lower model.n_layers_d)"))
+    if needs:
+        side = max(n for n, _, _ in needs)
+        raise ConfigError(f"data.crop_size={size} is too small: " + "; ".join(why for _, why, _ in needs)
+                          + f". Use crops of at least {side} (data.crop_size, with data.load_size >= crop_size), or "
+                          + " or ".join(fix for _, _, fix in needs) + ".")
+
+
+def check_trainable(cfg: Config) -> Config:
+    """What `config.validate` cannot check without the library: a named label set's class count, and crops
+    the networks take. `train` runs it after `validate`."""
+    if cfg.model.family == "pix2pixhd":
+        check_label_settings(cfg.data)
+    check_input_size(cfg)
+    return cfg
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"pix2pix": Pix2PixObjective, "pix2pixhd": Pix2PixHDObjective}

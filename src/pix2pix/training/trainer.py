@@ -37,7 +37,7 @@ from ..report import image_grid, write_run_index
 from ..runtime import resolve_num_workers, seed_everything
 from .ema import WeightAverage
 from .fast_step import apply_process_defaults, fused_adam_supported, make_adam, speed_up
-from .objectives import Networks, Objective, make_objective
+from .objectives import Networks, Objective, check_trainable, make_objective
 from .sampling import EpochBatchSampler
 from .scaling import (
     DistContext,
@@ -411,7 +411,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
 
     Under torchrun every process calls this; rank 0 alone writes the run directory.
     """
-    validate(cfg)
+    check_trainable(validate(cfg))
     ctx, device = init_distributed(cfg)
     apply_process_defaults(device)
     try:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, Pix2PixError
-from .options import Deprecated, add_device, add_label_set, add_output, output_folder
+from .options import Deprecated, add_device, add_label_set, add_output, add_progress, output_folder, show_progress
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{data.size[1]}x{data.size[0]} px, {label_set.label_nc} classes ({label_set.name})")
     net, info = train_segmenter(data, steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch_size,
                                 lr=args.lr, ngf=args.ngf, seed=args.seed, device=device,
-                                log=lambda m: print(m, file=sys.stderr))
+                                log=(lambda m: print(m, file=sys.stderr)) if show_progress(args) else None)
     info.update(data=str(args.data), phase=args.phase)
     out = Path(args.output) if args.output else _numbered(Path(args.runs_dir), label_set.name)
     save_segmenter(net, out, label_set, data.size, info)
@@ -97,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     add_device(t)
     add_output(t, "segmenter directory (default: a numbered one in --runs-dir)")
+    add_progress(t)
     t.add_argument("--runs-dir", default="runs", help="where numbered directories go (default runs/)")
     t.set_defaults(func=_cmd_train)
     return p

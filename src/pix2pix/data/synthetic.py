@@ -39,6 +39,7 @@ from PIL import Image
 from ..errors import ConfigError
 from ..io.atomic import write_json
 from .images import save_image
+from .labels import INSTANCE_ID_MULTIPLIER, instance_id
 
 # ----------------------------------------------------------------------------- classes
 
@@ -64,7 +65,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 INSTANCE_CLASSES: tuple[int, ...] = (CAR, PERSON, TRUCK)
-INSTANCE_ID_MULTIPLIER = 1000  # instance id = class_id * 1000 + k (Cityscapes)
 MIN_SIZE = 32
 
 
@@ -562,7 +562,7 @@ class _Ids:
         self.style: dict[int, int] = {}
 
     def new(self, class_id: int) -> tuple[int, tuple[int, int, int]]:
-        inst_id = class_id * INSTANCE_ID_MULTIPLIER + self.count[class_id]
+        inst_id = instance_id(class_id, self.count[class_id])
         self.count[class_id] += 1
         style = int(self.rng.integers(len(STYLES[class_id])))
         self.style[inst_id] = style

@@ -37,9 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.labels import INSTANCE_ID_MULTIPLIER
 from ..errors import DataError
 
-INSTANCE_MULTIPLIER = 1000  # instance id = class_id * 1000 + k for objects of thing classes
+INSTANCE_MULTIPLIER = INSTANCE_ID_MULTIPLIER  # instance id = class_id * 1000 + k for objects of thing classes
 MAX_STROKE_POINTS = 20_000
 MAX_RADIUS = 512.0
 MAX_STROKE_WORK = 1 << 27  # pixel distance evaluations: about a second of one core (7 ns each, plus 25 us a segment)

@@ -1,6 +1,7 @@
 """Editor latency: the time from an edit to the new image, through the HTTP API on loopback.
 
     python benchmarks/editor_latency.py [--edits 40] [--synthetic-model RUN | --train-steps 400]
+                                        [--synthetic-num 40] [--synthetic-size 256] [--crop-size 128]
                                         [--screenshot docs/editor.png] [--device cpu] [--hd-size 512x256]
 
 Two models, each served by `pix2pix.editor.create_app` on 127.0.0.1 and edited by a client that
@@ -8,8 +9,9 @@ sends one operation at a time and waits for the answer (the new label view and p
 
 (a) the synthetic world at 256x256: the ``pix2pixhd_synthetic`` preset (global generator, ngf 16,
     feature encoder and k-means clusters). ``--synthetic-model RUN`` uses a trained run; otherwise
-    the script writes a synthetic world, trains the preset for ``--train-steps`` steps on 128x128
-    crops of it (batch 1) and clusters its instance features.
+    the script writes a synthetic world (``--synthetic-num`` scenes of ``--synthetic-size`` pixels),
+    trains the preset for ``--train-steps`` steps on 128x128 crops of it (``--crop-size``, batch 1)
+    and clusters its instance features.
 (b) pix2pixHD's 512p generator at ``--hd-size`` (default 512x256): global, ngf 64, 4 downsamplings,
     9 residual blocks, Cityscapes' 35 classes + the instance boundary map, untrained (the time does
     not depend on the weights). The label map is a synthetic scene with Cityscapes ids.
@@ -39,8 +41,8 @@ import torch
 
 from pix2pix.editor import EditorModel, create_app
 from pix2pix.editor.server import timed_post
-from pix2pix.editor.session import recorded_data_root
-from pix2pix.io.model_dir import resolve_model_dir
+from pix2pix.io.model_card import ModelCard
+from pix2pix.io.model_dir import recorded_data_root, resolve_model_dir
 from pix2pix.web import serve_in_thread
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -52,15 +54,15 @@ SYNTHETIC_TO_CITYSCAPES = np.array([0, 23, 11, 21, 7, 8, 17, 26, 24, 27])
 # ----------------------------------------------------------------------------- models
 
 
-def synthetic_model(work: Path, steps: int, device: str) -> Path:
-    """Train the pix2pixhd_synthetic preset briefly on a generated 256x256 world and cluster its features."""
+def synthetic_model(work: Path, steps: int, device: str, num: int = 40, size: int = 256, crop: int = 128) -> Path:
+    """Train the pix2pixhd_synthetic preset briefly on a generated world (num scenes, size px); cluster its features."""
     from pix2pix.cli.main import main
     from pix2pix.data.synthetic import write_synthetic_dataset
 
     data = work / "synthetic"
-    write_synthetic_dataset(data, num=40, size=256)
+    write_synthetic_dataset(data, num=num, size=size)
     args = ["train", "--preset", "pix2pixhd_synthetic", "--data", str(data), "--runs-dir", str(work / "runs"),
-            "--set", "preprocess=crop", "--set", "crop_size=128", "--set", "batch_size=1",
+            "--set", "preprocess=crop", "--set", f"crop_size={crop}", "--set", "batch_size=1",
             "--set", f"max_steps={steps}", "--set", f"device={device}", "--set", "tensorboard=false",
             "--no-progress"]
     if main(args) != 0:
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edits", type=int, default=40, help="counted edits per model (default 40)")
     p.add_argument("--synthetic-model", help="a trained pix2pixhd_synthetic run (default: train one here)")
     p.add_argument("--train-steps", type=int, default=400, help="steps to train it for when not given")
+    p.add_argument("--synthetic-num", type=int, default=40, help="scenes of the world it is trained on (default 40)")
+    p.add_argument("--synthetic-size", type=int, default=256, help="their size in pixels (default 256)")
+    p.add_argument("--crop-size", type=int, default=128, help="training crop (default 128)")
     p.add_argument("--hd-size", default="512x256", help="map size for model (b), WxH (default 512x256)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--skip-hd", action="store_true", help="measure model (a) only")
@@ -234,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = []
 
-    run = Path(args.synthetic_model) if args.synthetic_model else synthetic_model(work, args.train_steps, args.device)
+    run = Path(args.synthetic_model) if args.synthetic_model else synthetic_model(
+        work, args.train_steps, args.device, args.synthetic_num, args.synthetic_size, args.crop_size)
     data_root = recorded_data_root(resolve_model_dir(run))
     model = EditorModel.load(run, device=args.device)
     srv = serve_in_thread(create_app(model, data_root))
@@ -243,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                           if i["split"] == "test")
         r = measure(srv.url, {"source": "dataset", "split": "test", "name": first_test["name"]}, args.edits,
                     thing=7, other_thing=8, styles=model.has_styles)
-        steps = json.loads((resolve_model_dir(run) / "config.json").read_text()).get("step", "?")
+        step = ModelCard.read(resolve_model_dir(run)).provenance.step
+        steps = "?" if step is None else step
         results.append((f"(a) pix2pixhd_synthetic, {steps} steps, encoder + clusters", args.device, r))
         if args.screenshot:
             screenshot(srv.url, Path(args.screenshot))

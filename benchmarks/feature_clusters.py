@@ -6,7 +6,8 @@
 1. Data: the synthetic street world (`write_synthetic_dataset`), whose styles.json gives every
    instance's true style (car body colour, clothing colour, truck colour), or --data DIR.
 2. Model: trains the `pix2pixhd_synthetic` preset (global G + feature encoder, no VGG) for
-   --steps steps with the --set overrides, or takes --run RUN_DIR.
+   --steps steps with the --set overrides of that preset (e.g. --set model.norm=batch; the markdown
+   lists them), or takes --run RUN_DIR.
 3. Purity: encodes every training instance (`pix2pix.features.encode_instances`, the
    reference's size rule unless --min-pixels), runs k-means per instance class with K = the
    number of styles of that class and with K = 10, and reports
@@ -44,26 +45,25 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from pix2pix.clusters import cluster_purity_by_class, kmeans  # noqa: E402
 from pix2pix.config import apply_overrides  # noqa: E402
+from pix2pix.data.for_model import model_dataset  # noqa: E402
+from pix2pix.data.images import load_image, open_map  # noqa: E402
 from pix2pix.data.label_dataset import LabelDataset  # noqa: E402
+from pix2pix.data.labels import instance_classes  # noqa: E402
 from pix2pix.data.synthetic import CLASS_NAMES, INSTANCE_CLASSES, STYLES, write_synthetic_dataset  # noqa: E402
-from pix2pix.features import (  # noqa: E402
-    EncodedInstances,
-    cluster_features,
-    cluster_purity_by_class,
-    encode_instances,
-    instance_classes,
-    kmeans,
-    reference_min_pixels,
-    resolve_model_dir,
-)
+from pix2pix.errors import Pix2PixError  # noqa: E402
+from pix2pix.features import EncodedInstances, cluster_features, encode_instances, reference_min_pixels  # noqa: E402
 from pix2pix.inference import LabelTranslator  # noqa: E402
-from pix2pix.io.pretrained import read_config  # noqa: E402
+from pix2pix.io.model_card import ModelCard  # noqa: E402
+from pix2pix.io.model_dir import resolve_model_dir  # noqa: E402
 from pix2pix.models.encoder import instance_mean_features  # noqa: E402
 from pix2pix.nn import init_weights  # noqa: E402
 from pix2pix.presets import get_preset  # noqa: E402
 from pix2pix.registry import build_from_arch  # noqa: E402
 from pix2pix.training.trainer import train  # noqa: E402
+
+PRESET = "pix2pixhd_synthetic"
 
 
 def log(msg: str) -> None:
@@ -145,11 +145,16 @@ def measure_purity(sets: dict[str, EncodedInstances], rule: str, truth: dict, co
     return rows
 
 
+def nanmean(values: list[float]) -> float:
+    """Mean of the finite values; NaN when none (a band wider than the image leaves nothing outside it)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 @torch.no_grad()
 def measure_locality(tr: LabelTranslator, data: Path, cluster_styles: dict, images: int, per_image: int,
                      min_pixels: int, radii: tuple[int, ...]) -> dict:
-    from pix2pix.data.label_dataset import open_map
-
     labels = sorted((data / "test_label").glob("*.png"))[:images]
     truth = json.loads((data / "styles.json").read_text())["test"]
     per_class: dict[int, dict[str, list[float]]] = {}
@@ -157,7 +162,7 @@ def measure_locality(tr: LabelTranslator, data: Path, cluster_styles: dict, imag
     for path in labels:
         label = torch.from_numpy(np.asarray(open_map(path)).astype(np.int64))
         inst = torch.from_numpy(np.asarray(open_map(data / "test_inst" / path.name)).astype(np.int64))
-        photo = torch.from_numpy(np.array(open_map(data / "test_img" / path.name))).float().permute(2, 0, 1) / 255
+        photo = torch.from_numpy(np.array(load_image(data / "test_img" / path.name))).float().permute(2, 0, 1) / 255
         classes = instance_classes(label[None, None], inst[None, None])
         cands = [(int((inst == i).sum()), i) for i, c in classes.items()
                  if c in INSTANCE_CLASSES and tr.clusters.num_clusters(c) >= 2 and i >= 1000]
@@ -190,14 +195,14 @@ def measure_locality(tr: LabelTranslator, data: Path, cluster_styles: dict, imag
     for c, s in per_class.items():
         result["classes"][CLASS_NAMES[c]] = {
             "edits": len(s["inside"]), "inside": float(np.mean(s["inside"])), "outside": float(np.mean(s["outside"])),
-            **{f"outside_{r}px": float(np.nanmean(s[f"band{r}"])) for r in radii},
+            **{f"outside_{r}px": nanmean(s[f"band{r}"]) for r in radii},
             "style_control": float(np.mean(s["control"])) if s["control"] else float("nan"),
             "control_edits": len(s["control"])}
     allv = {k: [v for s in per_class.values() for v in s[k]] for k in
             ("inside", "outside", "control", *[f"band{r}" for r in radii])}
     result["all"] = {"edits": len(allv["inside"]), "inside": float(np.mean(allv["inside"])),
                      "outside": float(np.mean(allv["outside"])),
-                     **{f"outside_{r}px": float(np.nanmean(allv[f"band{r}"])) for r in radii},
+                     **{f"outside_{r}px": nanmean(allv[f"band{r}"]) for r in radii},
                      "style_control": float(np.mean(allv["control"])) if allv["control"] else float("nan"),
                      "control_edits": len(allv["control"])}
     return result
@@ -207,7 +212,30 @@ def fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3f}"
 
 
-def main() -> int:
+def model_summary(card: ModelCard) -> str:
+    """The networks and losses behind the numbers, from the model card (overrides change them)."""
+    g = card.generator
+    parts = []
+    if g is not None:
+        kw = g.kwargs
+        parts.append(f"{g.name} G" + "".join(f" {k} {kw[k]}" for k in ("ngf", "norm", "upsample") if k in kw))
+    parts.append(f"feature encoder feat_num {card.feat_num}")
+    vgg = card.provenance.recipe.get("loss", {}).get("lambda_vgg")
+    if vgg is not None:
+        parts.append("no VGG" if not vgg else f"VGG weight {vgg:g}")
+    return ", ".join(parts)
+
+
+def untrained_encoder(card: ModelCard, seed: int) -> torch.nn.Module:
+    """The model's encoder architecture with the trainer's initialisation (the recipe's init, N(0, gain))."""
+    assert card.encoder is not None
+    m = card.provenance.recipe.get("model", {})
+    torch.manual_seed(seed)
+    net = build_from_arch(card.encoder.to_dict("encoder"), "encoder")
+    return init_weights(net, m.get("init", "normal"), float(m.get("init_gain", 0.02)), zero_bias=False).eval()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out/feature_clusters", help="working folder (data, run)")
     ap.add_argument("--data", help="existing synthetic dataset (default: generate one)")
@@ -215,7 +243,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--run", help="existing run (or model) directory: skip training")
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help=f"override of the {PRESET} preset for the training (e.g. model.norm=batch); repeatable")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -224,49 +253,68 @@ def main() -> int:
     ap.add_argument("--edit-instances", type=int, default=3, help="largest instances edited per test image")
     ap.add_argument("--edit-min-pixels", type=int, default=64)
     ap.add_argument("--md", help="write the results table here (markdown)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.run and args.set:
+        ap.error("--set overrides the preset for training; with --run the model is used as it was trained "
+                 "(drop --set or --run)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args, sys.argv[1:] if argv is None else argv)
+    except Pix2PixError as exc:  # bad input (a --set key, a model directory): one line, as the CLI does
+        print(f"feature_clusters.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/feature_clusters.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python benchmarks/feature_clusters.py " + " ".join(shlex.quote(a) for a in argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
     data = Path(args.data) if args.data else out / "data"
-    if not args.data:
-        log(f"writing {args.num} synthetic scenes at {args.size}px to {data}")
-        write_synthetic_dataset(data, num=args.num, size=args.size, seed=args.seed)
     train_s = None
     if args.run:
         model = resolve_model_dir(args.run)
     else:
-        cfg = get_preset("pix2pixhd_synthetic")
+        cfg = get_preset(PRESET)
         cfg.data.root = str(data)
         cfg.train.runs_dir = str(out / "runs")
         cfg.train.device = args.device
         cfg.train.max_steps = args.steps
         cfg.train.tensorboard = False
         cfg.train.seed = args.seed
-        apply_overrides(cfg, args.set)
-        log(f"training pix2pixhd_synthetic for {cfg.train.max_steps} steps")
+        apply_overrides(cfg, args.set)  # before writing data: a bad key fails at once
+    if not args.data:
+        log(f"writing {args.num} synthetic scenes at {args.size}px to {data}")
+        write_synthetic_dataset(data, num=args.num, size=args.size, seed=args.seed)
+    if not args.run:
+        log(f"training {PRESET} for {cfg.train.max_steps} steps" + (f" with {' '.join(args.set)}" if args.set else ""))
         t = time.time()
         result = train(cfg, progress=False)
         train_s = time.time() - t
         model = result.run_dir / "model"
         log(f"trained in {train_s:.0f} s: {model}")
-    config = read_config(model)
+    card = ModelCard.read(model)
+    if card.encoder is None:
+        raise Pix2PixError(f"{model} has no feature encoder: this benchmark needs a pix2pixHD model trained with "
+                           "model.use_features=true.")
 
     t = time.time()
     everything = encode_instances(model, data, device=args.device, min_pixels=1)
     encode_s = time.time() - t
-    # control: the same encoder architecture, untrained (the trainer's initialisation, N(0, 0.02))
-    torch.manual_seed(args.seed)
-    untrained = init_weights(build_from_arch(config["encoder"], "generator"), "normal", 0.02, zero_bias=False)
-    everything_untrained = encode_instances((untrained, config), data, device=args.device, min_pixels=1)
-    d = config["data"]
-    size = int(d["crop_size"])
-    colours = mean_photo_colours(LabelDataset(data, "train", label_nc=d["label_nc"], use_instance=True,
-                                              preprocess=d["preprocess"], load_size=d["load_size"],
-                                              crop_size=d["crop_size"], flip=False, train=False))
+    # control: the same encoder architecture, untrained (the trainer's initialisation)
+    everything_untrained = encode_instances((untrained_encoder(card, args.seed), card), data, device=args.device,
+                                            min_pixels=1)
+    geometry = card.data
+    size = geometry.crop_size
+    train_set = model_dataset(card, data, "train", test_time=False)  # as encode_instances opens it
+    assert isinstance(train_set, LabelDataset)
+    colours = mean_photo_colours(train_set)
     truth = json.loads((data / "styles.json").read_text())["train"]
     rules = {f"reference (> {reference_min_pixels(size, size):g} px)": args.min_pixels,
              f">= {args.edit_min_pixels} px": args.edit_min_pixels}
@@ -279,6 +327,9 @@ def main() -> int:
         purity += measure_purity(sets, rule, truth, colours, args.seed)
     encoded = subset(everything, size, args.min_pixels)  # what `pix2pix features` keeps
     log(f"encoded {sum(everything.counts().values())} instances in {encode_s:.0f} s; kept per class {kept}")
+    if not encoded.features:
+        raise Pix2PixError(f"no training instance of {data} passes the size rule at {size} px: use more or larger "
+                           "scenes (--num, --size) or --min-pixels.")
 
     clusters = cluster_features(encoded, 10, seed=args.seed, meta={"benchmark": command})
     clusters.save(model)
@@ -294,6 +345,7 @@ def main() -> int:
             votes.setdefault(a, Counter())[s] += 1
         cluster_styles[c] = {a: v.most_common(1)[0][0] for a, v in votes.items()}
     tr = LabelTranslator.from_pretrained(model, device=args.device)
+    assert isinstance(tr, LabelTranslator)
     t = time.time()
     radii = (8, 16)
     locality = measure_locality(tr, data, cluster_styles, args.edit_images, args.edit_instances,
@@ -301,25 +353,35 @@ def main() -> int:
     edit_s = time.time() - t
     log(f"edits in {edit_s:.0f} s")
 
-    results = {"command": command, "model": str(model), "data": str(data), "train_seconds": train_s,
-               "encode_seconds": encode_s, "total_seconds": time.time() - t0, "steps": config.get("step"),
-               "kept": kept, "purity": purity, "cluster_counts": clusters.counts, "locality": locality,
+    steps = card.provenance.step
+    results = {"command": command, "model": str(model), "data": str(data), "preset": card.provenance.preset,
+               "overrides": list(args.set), "train_seconds": train_s, "encode_seconds": encode_s,
+               "total_seconds": time.time() - t0, "steps": steps, "kept": kept, "purity": purity,
+               "cluster_counts": clusters.counts, "locality": locality,
                "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     n_train = len(list((data / "train_label").glob("*.png")))
-    run_config = model.parent / "config.json"
-    batch = json.loads(run_config.read_text())["train"]["batch_size"] if run_config.is_file() else "?"
+    n_test = len(list((data / "test_label").glob("*.png")))
+    scenes = f"{n_train + n_test} synthetic scenes " + (f"from `{data}`" if args.data else f"at {args.size} px")
+    batch = card.provenance.recipe.get("train", {}).get("batch_size", "?")
+    preset = card.provenance.preset or "?"
+    if args.run:
+        overrides = f"Model taken from `{args.run}` (trained elsewhere; its recipe is in its model card)."
+    elif args.set:
+        overrides = "Overrides of the preset (`--set`): " + ", ".join(f"`{o}`" for o in args.set) + "."
+    else:
+        overrides = "Overrides of the preset (`--set`): none."
     lines = ["# Instance-feature clusters on the synthetic world", "",
              "Produced by `benchmarks/feature_clusters.py` (its docstring defines every number). Command:", "",
              f"    {command}", "",
-             f"Model: `pix2pixhd_synthetic` preset (global G ngf 16, feature encoder feat_num "
-             f"{d['feat_num']}, no VGG), {config.get('step')} steps of batch {batch}"
+             f"Model: `{preset}` preset ({model_summary(card)}), {steps} steps of batch {batch}"
              + (f", {train_s / 60:.1f} min of training" if train_s else "")
-             + f" on {torch.get_num_threads()} CPU thread(s) (torch {torch.__version__}). "
-             f"Data: {args.num} synthetic scenes at {args.size} px, {n_train} for training (clusters) and the rest "
-             f"for the edits; images enter at the preset's preprocessing ({d['preprocess']}, {d['load_size']} -> "
-             f"{d['crop_size']}, centre crop). The whole script took {(time.time() - t0) / 60:.1f} min.", "",
+             + f" on {torch.get_num_threads()} CPU thread(s) (torch {torch.__version__}). {overrides} "
+             f"Data: {scenes}, {n_train} for training (clusters) and the rest "
+             f"for the edits; images enter at the preset's preprocessing ({geometry.preprocess}, "
+             f"{geometry.load_size} -> {geometry.crop_size}, centre crop). "
+             f"The whole script took {(time.time() - t0) / 60:.1f} min.", "",
              "## Style purity of k-means clusters (training instances)", "",
              "k-means per class on: the trained encoder's instance features (E), the same encoder untrained "
              "(E0, a control: random conv features already see colour), and each instance's mean photo "

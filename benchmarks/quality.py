@@ -68,6 +68,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from pix2pix.presets import IMPROVEMENTS, improvement_overrides  # noqa: E402
 
 # name -> (what it tests, --set-style overrides applied on top of the reference). The reference is
 # today's library defaults at the benchmark size: for facades at 128x128 that is unet_128, ngf 64,
@@ -93,6 +96,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
               ["train.ema_decay=0.999", "loss.diffaugment=translation,cutout,color", "model.spectral_norm_d=true",
                "model.upsample=resize_conv"]),
 }
+# the improved presets (pix2pix.presets.IMPROVEMENTS) as recipes: the preset is what the benchmark measured
+RECIPES.update({name: (f"the {name} preset's changes", improvement_overrides(name)) for name in IMPROVEMENTS})
 REFERENCE = "reference"
 DATASETS = ("facades", "synthetic")
 # keys the harness sets for every run: a recipe changing them would not be measured the same way

@@ -11,7 +11,7 @@ from pix2pix.config import (
     validate,
 )
 from pix2pix.errors import ConfigError
-from pix2pix.presets import PRESETS, get_preset
+from pix2pix.presets import IMPROVEMENTS, PRESETS, get_preset, improvement_overrides
 
 
 def test_defaults_are_the_reference_recipe():
@@ -141,3 +141,13 @@ def test_type_errors_name_the_file_and_short_dict_keys_resolve(tmp_path):
     assert cfg.model.generator_kwargs == {"num_downs": 4}
     with pytest.raises(ConfigError, match="give a finite number"):
         apply_overrides(get_preset("tiny"), ["model.generator_kwargs.num_downs=NaN"])
+
+
+def test_improved_presets_are_their_task_preset_plus_the_benchmarked_changes():
+    for name, (base, _, _) in IMPROVEMENTS.items():
+        expected = apply_overrides(get_preset(base), improvement_overrides(name))
+        expected.preset = name
+        assert get_preset(name) == expected
+    plus = get_preset("facades_plus")
+    assert (plus.data.direction, plus.model.ngf, plus.train.batch_size, plus.train.ema_decay) == ("BtoA", 32, 4, 0.99)
+    assert "model.ngf=32" in improvement_overrides("facades_plus")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from PIL import Image
 
@@ -26,4 +27,7 @@ def test_demo_trains_both_systems_and_reports_them(tmp_path, capsys):
     clusters = summary["plan"]["clusters"]
     assert strip.width > (clusters + 1) * 64  # the label map, then one picture per style cluster
     assert (out / "runs").is_dir() and len(list((out / "results" / "pix2pixhd").glob("*.png"))) == 2
+    for model in summary["models"].values():  # each schedule compressed to the plan: 3 steps of 4 = 2 epochs of 6
+        optim = json.loads((Path(model["run_dir"]) / "config.json").read_text())["optim"]
+        assert (optim["n_epochs"], optim["n_epochs_decay"]) == (1, 1)
     assert "report:" in capsys.readouterr().out

@@ -120,14 +120,18 @@ def test_empty_policy_and_zero_weights_give_the_default_step_bit_for_bit(tiny_co
 
 
 def test_weight_average_is_the_closed_form_and_copies_buffers():
-    """ema_k = d^k p_0 + sum_i (1 - d) d^(k - i) p_i; dyadic values, so exactly."""
+    """d_k = min(d, (k - 1) / k): the running mean of p_1..p_k while that is below d, then the EMA
+    ema_k = d ema_{k-1} + (1 - d) p_k; the initial weights p_0 never count. Dyadic values, so exactly."""
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).double()
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(2.0)
-    d = 0.75
+    d = 0.5
     avg = WeightAverage({"g": net}, d)
     values = [1.0, -2.0, 4.0, 0.5]
+    expected = [1.0, (1.0 - 2.0) / 2]  # k = 1: the live weights; k = 2: their mean (d_2 = 1/2 = d)
+    expected += [d * expected[-1] + (1 - d) * 4.0]
+    expected += [d * expected[-1] + (1 - d) * 0.5]
     for k, v in enumerate(values, 1):
         with torch.no_grad():
             for p in net.parameters():
@@ -135,16 +139,32 @@ def test_weight_average_is_the_closed_form_and_copies_buffers():
         net[1].running_mean.fill_(10 * v)
         net[1].num_batches_tracked.fill_(k)
         avg.update({"g": net})
-        closed = d**k * 2.0 + sum((1 - d) * d ** (k - i) * vi for i, vi in enumerate(values[:k], 1))
         for p in avg.averaged["g"].parameters():
-            assert torch.equal(p, torch.full_like(p, closed))
+            assert torch.equal(p, torch.full_like(p, expected[k - 1]))
         assert torch.equal(avg.averaged["g"][1].running_mean, torch.full((2,), 10 * v, dtype=torch.float64))
         assert int(avg.averaged["g"][1].num_batches_tracked) == k
+    assert avg.state_dict()["updates"] == 4
     a = avg.averaged["g"]
     assert a is not net and not a.training and not any(p.requires_grad for p in a.parameters())
     assert all(torch.equal(p, torch.full_like(p, 0.5)) for p in net.parameters())  # the live net untouched
     with pytest.raises(ValueError):
         WeightAverage({"g": net}, 1.0)
+
+
+def test_weight_average_warm_up_is_the_plain_mean_until_it_reaches_the_decay():
+    net = nn.Linear(1, 1, bias=False).double()
+    avg = WeightAverage({"g": net}, 0.75)  # (k - 1) / k reaches 3/4 at k = 4
+    for k, v in enumerate([8.0, 4.0, 0.0, 4.0, 8.0], 1):
+        with torch.no_grad():
+            net.weight.fill_(v)
+        avg.update({"g": net})
+        if k == 3:
+            assert float(avg.averaged["g"].weight) == 4.0  # mean of 8, 4, 0
+    # k = 4: d_4 = 3/4, so 3/4 * 4 + 1/4 * 4 = 4; k = 5: 3/4 * 4 + 1/4 * 8 = 5
+    assert float(avg.averaged["g"].weight) == 5.0
+    restored = WeightAverage({"g": net}, 0.75)
+    restored.load_state_dict(avg.state_dict())
+    assert restored.updates == 5  # a resumed average continues past its warm-up
 
 
 def test_trainer_averages_g_and_the_encoder_after_every_step(world, tmp_path):
@@ -154,11 +174,12 @@ def test_trainer_averages_g_and_the_encoder_after_every_step(world, tmp_path):
     side = t.generator_side()
     assert set(side) == {"net_g", "net_e"} and set(t.ema.averaged) == {"net_g", "net_e"}
     expected = {n: {k: p.detach().double().clone() for k, p in net.named_parameters()} for n, net in side.items()}
-    for batch in _batches(t, 3, size=1):
+    for step, batch in enumerate(_batches(t, 3, size=1), 1):
         t.train_step(batch)
+        d = min(0.5, (step - 1) / step)  # the warm-up: step 1 takes the live weights, then the decay
         for n, net in side.items():
             for k, p in net.named_parameters():
-                expected[n][k] = 0.5 * expected[n][k] + 0.5 * p.detach().double()
+                expected[n][k] = d * expected[n][k] + (1 - d) * p.detach().double()
     for n, net in side.items():
         avg = dict(t.ema.averaged[n].named_parameters())
         assert all(torch.allclose(avg[k].double(), expected[n][k], rtol=1e-5, atol=1e-7) for k in expected[n])
@@ -229,7 +250,7 @@ def _check_resume_is_exact(cfg, total, cut, nets=()):
     a = load_training_state(full.run_dir / "checkpoints" / "latest.pt")["trainer"]
     b = load_training_state(resumed.run_dir / "checkpoints" / "latest.pt")["trainer"]
     states = [(n, a[n], b[n]) for n in ("net_g", "net_d", *nets)]
-    states += [(f"ema.{n}", a["ema"][n], b["ema"][n]) for n in a["ema"] if n != "decay"]
+    states += [(f"ema.{n}", a["ema"][n], b["ema"][n]) for n in a["ema"] if n not in ("decay", "updates")]
     for name, sa, sb in states:
         assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa), name
     assert any(not torch.equal(a["ema"]["net_g"][k], a["net_g"][k]) for k in a["net_g"])
@@ -254,7 +275,7 @@ def test_pix2pixhd_run_with_every_switch_and_the_encoder_resumes_exactly(world, 
     losses = _check_resume_is_exact(cfg, 4, 2, ("net_e",))
     assert set(losses[0]) == {"D", "D_fake", "D_real", "D_r1", "G", "G_GAN", "G_GAN_Feat", "G_VGG"}
     b = load_training_state(next((tmp_path / "runs").iterdir()) / "checkpoints" / "latest.pt")["trainer"]
-    assert set(b["ema"]) == {"decay", "net_g", "net_e"}
+    assert set(b["ema"]) == {"decay", "updates", "net_g", "net_e"}
 
 
 # ----------------------------------------------------------------------------------------------- DiffAugment

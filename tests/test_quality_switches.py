@@ -165,6 +165,13 @@ def test_weight_average_warm_up_is_the_plain_mean_until_it_reaches_the_decay():
     restored = WeightAverage({"g": net}, 0.75)
     restored.load_state_dict(avg.state_dict())
     assert restored.updates == 5  # a resumed average continues past its warm-up
+    legacy = {k: v for k, v in avg.state_dict().items() if k != "updates"}  # written before the warm-up
+    restored = WeightAverage({"g": net}, 0.75)
+    restored.load_state_dict(legacy)
+    with torch.no_grad():
+        net.weight.fill_(9.0)
+    restored.update({"g": net})
+    assert float(restored.averaged["g"].weight) == 0.75 * 5.0 + 0.25 * 9.0  # the plain EMA, no restart
 
 
 def test_trainer_averages_g_and_the_encoder_after_every_step(world, tmp_path):

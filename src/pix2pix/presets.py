@@ -187,6 +187,7 @@ def improvement_overrides(name: str) -> list[str]:
 PRESETS.update({name: Preset(description, _merged(PRESETS[base].values, changes))
                 for name, (base, description, changes) in IMPROVEMENTS.items()})
 
+
 def get_preset(name: str) -> Config:
     """A fresh Config for preset `name`."""
     if name not in PRESETS:

@@ -52,7 +52,8 @@ class WeightAverage:
             raise ConfigError(f"the checkpoint's weight average has train.ema_decay={float(saved):g}, this run "
                               f"{self.decay:g}: resume with --set train.ema_decay={float(saved):g}, or start a new "
                               "run.")
-        self.updates = int(state.get("updates", 0))
+        # a checkpoint written before the warm-up existed continues as the plain EMA it was
+        self.updates = int(state.get("updates", 2**62))
         for name, net in self.averaged.items():
             if name not in state:
                 raise ConfigError(f"the checkpoint's weight average has no {name!r} (networks {sorted(state)}): it "

@@ -319,6 +319,7 @@ def run_config(prepared: Prepared, args: argparse.Namespace, overrides: list[str
                runs_dir: Path) -> Any:
     """reference -> --set -> recipe overrides -> the harness's settings (data, seed, logging, schedule)."""
     from pix2pix.config import apply_overrides, validate
+    from pix2pix.training.schedules import epochs_for_steps
 
     cfg = reference_config(prepared, args.size)
     apply_overrides(cfg, list(args.set))
@@ -330,9 +331,8 @@ def run_config(prepared: Prepared, args: argparse.Namespace, overrides: list[str
     if args.schedule == "constant":
         o.lr_policy, o.n_epochs, o.n_epochs_decay = "constant", 10**6, 0
     else:  # linear over the step budget: half constant, half decay (the reference's 100 + 100 proportions)
-        per_epoch = -(-prepared.counts["train"] // t.batch_size)
-        epochs = max(2, -(-args.budget_steps // per_epoch))
-        o.lr_policy, o.n_epochs, o.n_epochs_decay = "linear", epochs // 2, epochs - epochs // 2
+        o.lr_policy = "linear"
+        o.n_epochs, o.n_epochs_decay = epochs_for_steps(args.budget_steps, prepared.counts["train"], t.batch_size)
     return validate(cfg)
 
 

@@ -9,7 +9,7 @@ import torch
 from pix2pix.errors import TrainingDiverged
 from pix2pix.report import read_stats
 from pix2pix.training.sampling import EpochSampler
-from pix2pix.training.schedules import linear_decay_factor
+from pix2pix.training.schedules import epochs_for_steps, linear_decay_factor
 from pix2pix.training.state import load_training_state
 from pix2pix.training.trainer import Trainer, load_run_config, train
 
@@ -204,3 +204,10 @@ def test_max_seconds_stops_saved_and_resumes(tiny_config):
     cfg.train.max_seconds = 0.0
     cfg.train.max_steps = 4
     assert train(cfg, resume=first.run_dir).step == 4
+
+
+def test_epochs_for_steps_splits_a_step_budget_into_constant_and_decay_epochs():
+    assert epochs_for_steps(600, 192, 4) == (6, 7)  # 48 steps per epoch, 13 epochs cover 600 steps
+    assert epochs_for_steps(3, 6, 4) == (1, 1)  # at least one epoch of each
+    assert epochs_for_steps(1000, 10, 1) == (50, 50)
+    assert epochs_for_steps(10, 7, 2) == (1, 2)  # 4 steps per epoch (the last batch is short)

@@ -42,6 +42,7 @@ from .inference import BaseTranslator, LabelTranslator, load_translator
 from .io.atomic import write_json, write_text
 from .presets import get_preset
 from .report import image_grid, read_stats
+from .training.schedules import epochs_for_steps
 from .training.trainer import TrainResult, train
 
 DEMO_PIX2PIX = "synthetic"  # presets of the two models
@@ -129,8 +130,7 @@ def _train(preset: str, root: Path, runs: Path, steps: int, seconds: float, seed
     cfg.train.max_steps, cfg.train.max_seconds = steps, seconds
     cfg.train.tensorboard = False
     pairs = len(list((root / ("train" if cfg.model.family == "pix2pix" else "train_label")).glob("*.png")))
-    epochs = max(2, -(-steps * cfg.train.batch_size // max(pairs, 1)))  # the schedule ends at `steps`
-    cfg.optim.n_epochs, cfg.optim.n_epochs_decay = epochs // 2, epochs - epochs // 2
+    cfg.optim.n_epochs, cfg.optim.n_epochs_decay = epochs_for_steps(steps, pairs, cfg.train.batch_size)
     log(f"training {preset}: {cfg.model.family} {cfg.model.generator} (ngf {cfg.model.ngf}), {steps} steps "
         f"(at most {seconds:g} s)")
     return train(cfg, progress=progress, log=log)

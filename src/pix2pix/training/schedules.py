@@ -26,6 +26,13 @@ def hd_linear_decay_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> fl
     return 1.0 - max(0, epoch - n_epochs) / float(max(1, n_epochs_decay))
 
 
+def epochs_for_steps(steps: int, pairs: int, batch_size: int) -> tuple[int, int]:
+    """(n_epochs, n_epochs_decay) whose schedule ends at about `steps` steps of `batch_size` over `pairs`
+    training pairs: half constant, half decay (the papers' 100 + 100 proportions), at least 1 + 1."""
+    per_epoch = -(-max(pairs, 1) // batch_size)
+    epochs = max(2, -(-steps // per_epoch))
+    return epochs // 2, epochs - epochs // 2
+
 def make_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> LRScheduler:
     if cfg.lr_policy == "linear":
         return LambdaLR(optimizer, lambda e: linear_decay_factor(e, cfg.n_epochs, cfg.n_epochs_decay))

@@ -140,6 +140,31 @@ def test_mixed_precision_stays_close_to_fp32(tiny_config, precision, rel):
     _close(exact, mixed, rel)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_has_it(tiny_config, monkeypatch, native):
+    from pix2pix.training import scaling
+
+    monkeypatch.setattr(scaling, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    assert scaling.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert [scaling.resolve_precision(p, cpu) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    trainer = build_trainer(_apply(tiny_config, {"train.precision": "auto"}), cpu)
+    assert trainer.amp.precision == ("bf16" if native else "fp32")
+    with trainer.amp.autocast():
+        y = torch.nn.functional.conv2d(torch.rand(1, 2, 4, 4), torch.rand(2, 2, 1, 1))
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    from pix2pix.training.scaling import native_bf16
+
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert native_bf16(torch.device("cpu")) is expected
+    assert native_bf16(torch.device("meta")) is False
+
+
 def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_config):
     cfg = _apply(tiny_config, {"train.precision": "fp16"})
     trainer = build_trainer(cfg, torch.device("cpu"))

@@ -308,7 +308,10 @@ def test_connections_are_capped_and_a_normal_request_still_gets_through(web):
         assert server.open_connections() <= FAST.max_connections
         status, _, _ = _request(server, "GET", "/hit")  # displaces the longest-waiting half-open connection
         assert status == 200 and hits == ["/hit"]
-        assert server.evicted >= 40 - FAST.max_connections
+        # beyond the cap each was displaced, or (a slow accept loop meeting the 2 x cap bound, or the head
+        # deadline) refused or cut: none got a thread of its own
+        assert server.evicted > 0
+        assert server.evicted + server.refused + server.timed_out >= 40 - FAST.max_connections
     finally:
         for sock in idle:
             sock.close()

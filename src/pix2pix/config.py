@@ -28,7 +28,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 LR_POLICIES = ("linear", "linear_hd", "constant", "step", "cosine")
 FAMILIES = ("pix2pix", "pix2pixhd")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -128,7 +128,8 @@ class TrainConfig:
     fast_step: bool = False  # fused Adam and a per-layer conv backend (float-rounding differences from the
     #                          reference step; the conv choices are saved, so resumes stay exact)
     # -- scaling (see pix2pix.training.scaling and the README's multi-GPU section) --
-    precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast over G, D and losses (fp16 adds a GradScaler)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast over G, D and losses (fp16 adds a GradScaler);
+    #                          auto: bf16 where the device computes it natively, else fp32
     compile: bool = False  # torch.compile G and D (the first steps pay the compilation)
     checkpoint_activations: bool = False  # recompute residual blocks and enhancers in backward (less memory)
     grad_accum: int = 1  # micro-batches of batch_size per optimiser step (the batch is split, not enlarged)

@@ -15,7 +15,9 @@ No download: the synthetic world (label maps, instance maps, photos) is generate
 
 The step counts are fixed (so a run is reproducible for a seed), each learning-rate schedule is
 compressed to them (half constant, half linear decay to zero, the papers' proportions), and each
-training also has a time cap (so the demo keeps its few minutes on a slower machine).
+training also has a time cap (so the demo keeps its few minutes on a slower machine). Both presets
+train in bf16 where the CPU computes it natively (`train.precision=auto`: 1.2x the pix2pix steps and
+1.6x the pix2pixHD steps per second on the development VM, benchmarks/quality.md), in fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ DEMO_HD = "pix2pixhd_synthetic"
 class DemoPlan:
     """How much each part of the demo trains: steps (reproducible) and a time cap (seconds) on each."""
 
-    pix2pix_steps: int = 600
-    hd_steps: int = 150
+    pix2pix_steps: int = 700
+    hd_steps: int = 200
     segmenter_steps: int = 300
-    pix2pix_seconds: float = 100.0
-    hd_seconds: float = 90.0
+    pix2pix_seconds: float = 72.0  # the caps plus ~2 min of install, data and scoring: 5 min on a slow spell
+    hd_seconds: float = 60.0
     segmenter_seconds: float = 20.0
     clusters: int = 6  # k-means clusters per class for the style strip
 

@@ -53,12 +53,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "synthetic": Preset(
         "the demo: label->photo on the synthetic street world (`pix2pix data synth`), 128x128, U-Net with 16 "
-        "filters, batch 4 at lr 4e-4 with an EMA of G (the measured winners, benchmarks/quality.md), 30 epochs",
+        "filters, batch 4 at lr 4e-4 with an EMA of G, bf16 where the CPU has it (the measured winners, "
+        "benchmarks/quality.md), 30 epochs",
         {
             "data": {"preprocess": "resize_and_crop", "load_size": 136, "crop_size": 128},
             "model": {"generator": "unet_128", "ngf": 16, "ndf": 16},
             "optim": {"lr": 4e-4, "n_epochs": 15, "n_epochs_decay": 15},
-            "train": {"batch_size": 4, "ema_decay": 0.99, "log_every": 20, "sample_every": 200,
+            "train": {"batch_size": 4, "ema_decay": 0.99, "precision": "auto", "log_every": 20, "sample_every": 200,
                       "checkpoint_every": 500},
         },
     ),
@@ -136,15 +137,16 @@ PRESETS.update({
             train={"niter_fix_global": 10})),
     "pix2pixhd_synthetic": Preset(
         "pix2pixHD with the feature encoder on the synthetic street world (`pix2pix data synth`), 128x128, a "
-        "small global generator with batch norm (for local edits) and resize-convolution (no checkerboard); no "
-        "VGG loss (its ImageNet weights are not needed)",
+        "small global generator with batch norm (for local edits) and resize-convolution (no checkerboard), bf16 "
+        "where the CPU has it; no VGG loss (its ImageNet weights are not needed)",
         _hd(data={"label_nc": 10, "label_set": "", "use_instance": True, "preprocess": "resize_and_crop",
                   "load_size": 136, "crop_size": 128},
             model={**_HD["model"], "ngf": 16, "ndf": 32, "use_features": True, "norm": "batch",
                    "upsample": "resize_conv", "generator_kwargs": {"n_downsample": 3, "n_blocks": 4}},
             loss={**_HD["loss"], "lambda_vgg": 0.0},
             optim={**_HD["optim"], "n_epochs": 10, "n_epochs_decay": 10},
-            train={"batch_size": 4, "log_every": 20, "sample_every": 200, "checkpoint_every": 500})),
+            train={"batch_size": 4, "precision": "auto", "log_every": 20, "sample_every": 200,
+                   "checkpoint_every": 500})),
     "crn_cityscapes": Preset(
         "CRN baseline (Chen and Koltun 2017): cascaded refinement network trained with the VGG perceptual loss "
         "alone, on Cityscapes label maps at 512x256",

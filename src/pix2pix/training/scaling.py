@@ -180,12 +180,32 @@ def buffers_kept(net: nn.Module) -> Iterator[None]:
 
 # -- precision ------------------------------------------------------------------------------------
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 convolutions natively: a CUDA GPU that supports bf16, or a CPU with
+    AVX-512-BF16 or AMX. Elsewhere oneDNN emulates bf16, many times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """train.precision as the run computes it: "auto" becomes bf16 where the device has native bf16, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 class MixedPrecision:
     """Autocast and, for fp16, loss scaling; with fp32 both are no-ops."""
 
     def __init__(self, device: torch.device, precision: str = "fp32") -> None:
+        precision = resolve_precision(precision, device)
         if precision not in _DTYPES:
-            raise ConfigError(f"train.precision='{precision}': choose fp32, bf16 or fp16.")
+            raise ConfigError(f"train.precision='{precision}': choose fp32, bf16, fp16 or auto.")
+        self.precision = precision
         self.device_type, self.dtype = device.type, _DTYPES[precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 

@@ -402,7 +402,8 @@ def describe(cfg: Config, trainer: Trainer, dataset: Any, total_steps: int, ctx:
             f"generator: {cfg.model.generator}, discriminator: {cfg.model.discriminator}\n{trainer.describe()}\n"
             f"steps: {total_steps} (batch {t.batch_size}{procs} in {t.grad_accum} micro-batch(es), "
             f"{math.ceil(len(dataset) / (t.batch_size * ctx.world_size))} per epoch) on {trainer.device}, "
-            f"{t.precision}{', compiled' if t.compile else ''}")
+            f"{trainer.amp.precision}{' (train.precision=auto)' if t.precision == 'auto' else ''}"
+            f"{', compiled' if t.compile else ''}")
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = False, progress: bool = False,

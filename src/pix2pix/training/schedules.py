@@ -33,6 +33,7 @@ def epochs_for_steps(steps: int, pairs: int, batch_size: int) -> tuple[int, int]
     epochs = max(2, -(-steps // per_epoch))
     return epochs // 2, epochs - epochs // 2
 
+
 def make_scheduler(optimizer: Optimizer, cfg: OptimConfig) -> LRScheduler:
     if cfg.lr_policy == "linear":
         return LambdaLR(optimizer, lambda e: linear_decay_factor(e, cfg.n_epochs, cfg.n_epochs_decay))

@@ -24,6 +24,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_pix2pix_home(tmp_path_factory):
+    """PIX2PIX_HOME (published models, translate's cached exports) in a temporary folder, never the user's cache;
+    subprocesses inherit it."""
+    old = os.environ.get("PIX2PIX_HOME")
+    os.environ["PIX2PIX_HOME"] = str(tmp_path_factory.mktemp("pix2pix_home"))
+    yield
+    if old is None:
+        os.environ.pop("PIX2PIX_HOME", None)
+    else:
+        os.environ["PIX2PIX_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.set_num_threads(2)

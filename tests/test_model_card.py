@@ -122,6 +122,55 @@ def test_save_pretrained_default_card_and_second_network(tmp_path):
     assert card.generator.name == "unet" and card.discriminator.in_channels == 6
 
 
+@pytest.mark.parametrize("kind, name, kwargs", [
+    ("generator", "unet", {"num_downs": 3, "ngf": 4}), ("generator", "resnet", {"n_blocks": 1, "ngf": 4}),
+    ("generator", "global", {"ngf": 4, "n_downsample": 2, "n_blocks": 1}),
+    ("generator", "local", {"ngf": 4, "n_downsample_global": 2, "n_blocks_global": 1, "n_blocks_local": 1}),
+    ("generator", "crn", {"ngf": 8, "n_modules": 3}), ("encoder", "encoder", {"ngf": 4, "n_downsample": 2}),
+    ("discriminator", "patchgan", {"ndf": 4, "n_layers": 2}),
+    ("discriminator", "multiscale", {"ndf": 4, "n_layers": 2, "num_D": 2})])
+def test_saved_networks_load_without_initialising_and_compute_the_same(kind, name, kwargs, tmp_path, monkeypatch):
+    from pix2pix.io import pretrained
+    from pix2pix.io.pretrained import load_network
+    from pix2pix.models import create_discriminator
+
+    torch.manual_seed(0)
+    make = create_discriminator if kind == "discriminator" else create_generator
+    net = (make(name, 6, **kwargs) if kind == "discriminator" else make(name, 3, 3, **kwargs)).eval()
+    card = ModelCard(family="pix2pixhd", labels=LabelSpec(label_nc=5)) if kind == "encoder" else ModelCard()
+    save_model(tmp_path / "m", card, {kind: net})
+    devices = []
+    build = pretrained.build_from_arch
+    monkeypatch.setattr(pretrained, "build_from_arch",
+                        lambda *a, **k: devices.append(torch.empty(0).device.type) or build(*a, **k))
+    loaded = load_network(tmp_path / "m", ModelCard.read(tmp_path / "m"), kind)
+    assert devices == ["meta"]  # built once, with no memory and no random initialisation
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors) and all(p.requires_grad for p in loaded.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True))
+    x = torch.randn(1, 6 if kind == "discriminator" else 3, 32, 32)
+    with torch.no_grad():
+        want, got = net(x), loaded(x)
+    flat = lambda o: list(o) if not isinstance(o, (list, tuple)) else [t for i in o for t in flat(i)]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(flat(want), flat(got), strict=True))
+
+
+def test_a_network_holding_a_tensor_the_file_lacks_is_built_normally(tmp_path, monkeypatch):
+    from pix2pix.io import pretrained
+
+    class WithScale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+            self.register_buffer("scale", torch.full((1,), 2.0), persistent=False)  # not in the state dict
+
+    net = WithScale()
+    monkeypatch.setattr(pretrained, "build_from_arch", lambda arch, kind: WithScale())
+    loaded = pretrained._build_from_state({}, "generator", net.state_dict(), "w.safetensors")
+    assert not loaded.scale.is_meta and loaded.scale.item() == 2.0
+    assert torch.equal(loaded.conv.weight, net.conv.weight)
+
+
 def test_inconsistent_channels_are_refused(tmp_path):
     g = create_generator("global", 12, 3, ngf=2, n_downsample=1, n_blocks=1)  # label_nc 10 + boundary = 11
     with pytest.raises(CheckpointError, match="generator.in_channels"):

@@ -1,6 +1,7 @@
 """The opt-in training switches of issue 11 against hand-made cases: EMA of G (train.ema_decay),
 DiffAugment of D's pairs (loss.diffaugment), spectral norm in D (model.spectral_norm_d), TTUR
-(optim.lr_d), R1 (loss.lambda_r1) and pix2pix's perceptual loss (loss.lambda_perceptual); each
+(optim.lr_d), R1 (loss.lambda_r1), pix2pix's perceptual loss (loss.lambda_perceptual) and its
+input-balanced L1 (loss.l1_balance); each
 off by default, and a run with them on resumes exactly."""
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _resume(run_dir, max_steps, **changes):
 def test_every_switch_is_off_by_default(tiny_config):
     c = Config()
     assert (c.train.ema_decay, c.loss.diffaugment, c.model.spectral_norm_d, c.optim.lr_d, c.loss.lambda_r1,
-            c.loss.lambda_perceptual) == (0.0, "", False, 0.0, 0.0, 0.0)
+            c.loss.lambda_perceptual, c.loss.l1_balance) == (0.0, "", False, 0.0, 0.0, 0.0, 0.0)
     t = _trainer(tiny_config)
     assert t.ema is None and not t.objective.augment and t.vgg is None
     assert t.inference_networks().g is t.net_g
@@ -576,3 +577,49 @@ def test_perceptual_loss_where_it_cannot_apply_is_an_error(tiny_config, world, t
     tiny_config.loss.lambda_perceptual, tiny_config.model.out_channels = 1.0, 2
     with pytest.raises(ConfigError, match="out_channels=2"):
         make_objective(tiny_config)
+
+
+# ----------------------------------------------------------------------------------------------- balanced L1
+
+
+def test_balanced_l1_weights_by_hand():
+    from pix2pix.losses import balanced_l1_loss, input_rarity_weights
+
+    cond = -torch.ones(1, 3, 2, 2)
+    cond[0, :, 0, 0] = 1.0  # one pixel of one colour, three of another
+    w = input_rarity_weights(cond, 1.0)  # f^-1: 4 and 4/3, scaled to mean 1 -> 2 and 2/3
+    assert torch.allclose(w, torch.tensor([[[[2.0, 2 / 3], [2 / 3, 2 / 3]]]]))
+    w = input_rarity_weights(cond, 0.5)  # 2 and sqrt(4/3), mean (2 + 3 sqrt(4/3)) / 4
+    s = (4 / 3) ** 0.5
+    assert torch.allclose(w.flatten(), torch.tensor([2, s, s, s]) / ((2 + 3 * s) / 4))
+    fake, real = torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)
+    fake[0, :, 0, 0] = 0.3  # the error sits on the rare pixel only
+    assert float(balanced_l1_loss(fake, real, cond, 1.0)) == pytest.approx(2.0 * 0.3 / 4)
+    assert float(balanced_l1_loss(fake, real, cond, 0.0)) == pytest.approx(0.3 / 4)
+    two = torch.cat([cond, torch.rand(1, 3, 2, 2) * 2 - 1])  # per image: the second one's colours are all unique
+    assert torch.allclose(input_rarity_weights(two, 1.0)[1], torch.ones(1, 2, 2))
+
+
+def test_balanced_l1_trains_g_and_resumes_exactly(tiny_config):
+    tiny_config.loss.l1_balance = 0.5
+    t = _trainer(tiny_config)
+    pair = t.objective.prepare(_batches(t, 1)[0], t._to_device)
+    fake = t.objective.generate(t.net_g, None, pair)
+    losses = t.objective.generator_losses(t.net_d, pair, fake)
+    plain = float(torch.nn.functional.l1_loss(fake, pair.real).detach())
+    assert float(losses["G_L1"].detach()) != pytest.approx(plain, rel=1e-3)  # the blocky inputs have uneven colours
+    losses["G_L1"].backward()
+    assert all(p.grad is not None for p in t.net_g.parameters())
+    cfg = tiny_config
+    cfg.train.max_steps, cfg.optim.n_epochs, cfg.optim.n_epochs_decay = 4, 1, 2
+    _check_resume_is_exact(_all_switches(cfg), 4, 2)
+
+
+def test_balanced_l1_where_it_cannot_apply_is_an_error(tiny_config, world, tmp_path):
+    cfg = _hd(world, tmp_path)
+    cfg.loss.l1_balance = 0.5
+    with pytest.raises(ConfigError, match="model.family=pix2pix"):
+        validate(cfg)
+    tiny_config.loss.l1_balance = 2.0
+    with pytest.raises(ConfigError, match=r"loss.l1_balance=2.0 must be in \[0, 1\]"):
+        validate(tiny_config)

@@ -27,11 +27,11 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
 from .io.atomic import atomic_path, write_json
+from .io.model_card import CLUSTER_FILES
 
 __all__ = ["CLUSTERS_JSON", "CLUSTERS_WEIGHTS", "Clusters", "cluster_purity", "cluster_purity_by_class", "kmeans"]
 
-CLUSTERS_WEIGHTS = "clusters.safetensors"
-CLUSTERS_JSON = "clusters.json"
+CLUSTERS_WEIGHTS, CLUSTERS_JSON = CLUSTER_FILES
 CLUSTERS_FORMAT = 1
 
 

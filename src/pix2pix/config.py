@@ -95,6 +95,7 @@ class LossConfig:
     lambda_perceptual: float = 0.0  # pix2pix: VGG19 perceptual loss added to G's loss (pix2pixHD's is lambda_vgg)
     diffaugment: str = ""  # DiffAugment of D's inputs, e.g. "translation,cutout,color" ("": off)
     lambda_r1: float = 0.0  # R1 gradient penalty on real pairs (0: off)
+    l1_balance: float = 0.0  # pix2pix: weight L1 pixels by (input colour's share)^-l1_balance (0: plain L1)
 
 
 @dataclass
@@ -359,6 +360,7 @@ _RANGES: dict[str, tuple[Any, str, str]] = {
     "train.ema_decay": (lambda x: _finite(x) and 0 <= x < 1, "must be in [0, 1) (0: off)", "e.g. 0.999"),
     "train.grad_accum": (lambda x: x >= 1, "must be at least 1 micro-batch", "e.g. 1"),
     "train.niter_fix_global": (lambda x: x >= 0, "must be 0 or more epochs", "e.g. 10"),
+    "loss.l1_balance": (lambda x: _finite(x) and 0 <= x <= 1, "must be in [0, 1] (0: the plain L1)", "e.g. 0.5"),
     "train.max_seconds": (lambda x: _finite(x) and x >= 0, "must be 0 (no time limit) or a number of seconds",
                           "e.g. --set train.max_seconds=3600"),
 }
@@ -404,6 +406,10 @@ def validate(cfg: Config) -> Config:
                           "is split into grad_accum micro-batches.")
     if cfg.optim.n_epochs + cfg.optim.n_epochs_decay < 1 and t.max_steps < 1:
         raise ConfigError("optim.n_epochs + optim.n_epochs_decay must be at least 1 (or set train.max_steps).")
+    if cfg.loss.l1_balance and (m.family != "pix2pix" or m.in_channels > 3):
+        raise ConfigError(f"loss.l1_balance={cfg.loss.l1_balance!r} weights pix2pix's L1 by the input's colours: it "
+                          f"needs model.family=pix2pix (got {m.family!r}) and at most 3 input channels (got "
+                          f"model.in_channels={m.in_channels}); drop it.")
     if t.load_global and (m.family != "pix2pixhd" or m.generator != "local"):
         raise ConfigError(f"train.load_global={t.load_global!r} initialises a pix2pixHD local enhancer, but "
                           f"model.family={m.family!r}, model.generator={m.generator!r}: drop it, or train "

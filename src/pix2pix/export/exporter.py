@@ -38,7 +38,7 @@ from torch import nn
 from .. import __version__
 from ..data.label_inputs import LabelInputs
 from ..errors import ConfigError
-from ..io.model_card import CONFIG_NAME, ModelCard, NetworkSpec, utc_now
+from ..io.model_card import CLUSTER_FILES, CONFIG_NAME, ModelCard, NetworkSpec, utc_now
 from ..io.model_dir import resolve_model_dir
 from ..io.pretrained import load_network
 from ..models import run_padded, size_multiple
@@ -58,7 +58,6 @@ from .parity import (
 
 EXPORT_NAME = "export.json"
 EXPORT_VERSION = 1
-CLUSTER_FILES = ("clusters.safetensors", "clusters.json")
 
 __all__ = ["EXPORT_NAME", "ExportResult", "NetworkGraph", "export_generator", "export_model", "network_graphs"]
 

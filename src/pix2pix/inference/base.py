@@ -139,25 +139,46 @@ def _load(model: str | Path, device: str | torch.device, options: dict[str, Any]
         raise CheckpointError(f"{model_dir} holds a {card.family} model, not {family}: use load_translator, which "
                               "picks the right translator.")
     cls = FAMILY_TRANSLATORS[card.family]
+    log, images = options.pop("log", None), options.pop("images", None)
     options = {k: v for k, v in options.items() if v is not None}
     check_options(options, cls.load_options, cls.family, "load")
-    options["backend"] = resolve_backend(model_dir, options.get("backend"))
-    return cls.from_card(model_dir, card, device=as_device(device), **options)
+    dev = as_device(device)
+    model_dir, options["backend"] = resolve_backend(model_dir, options.get("backend"), device=dev,
+                                                    paper_mode=bool(options.get("paper_mode")), images=images,
+                                                    log=log)
+    return cls.from_card(model_dir, card, device=dev, **options)
 
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "torchscript")
 
 
-def resolve_backend(model_dir: Path, backend: str | None) -> str:
-    """`auto` (the default): an export folder (`pix2pix export`, parity-checked to 1e-4 when written) runs on
-    its format's runtime (OpenVINO, onnxruntime, TorchScript), a model directory on PyTorch."""
+def resolve_backend(model_dir: Path, backend: str | None, *, device: torch.device | str = "cpu",
+                    paper_mode: bool = False, images: int | None = None,
+                    log: Callable[[str], Any] | None = None) -> tuple[Path, str]:
+    """(folder, backend) that run `model_dir`.
+
+    An export folder (`pix2pix export`, parity-checked to 1e-4 when written) runs on its format's runtime
+    (OpenVINO, onnxruntime, TorchScript) unless a backend is named. A model directory runs on PyTorch, except
+    with `auto` (`pix2pix translate`'s default) on the CPU for a job of `images` images (None: many): then on its
+    cached ONNX export through onnxruntime, the fastest exact CPU runtime (`pix2pix.export.cache`: used from
+    USE_FROM_IMAGES images, made from EXPORT_FROM_IMAGES), or on PyTorch when the export cannot be made or the
+    paper's test protocol (dropout on) needs the eager network.
+    """
     if backend not in (None, "auto"):
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}.")
-        return backend
+        return model_dir, backend
     if is_export(model_dir):
-        return DEFAULT_BACKEND[read_export(model_dir)[1]["format"]]
-    return "torch"
+        return model_dir, DEFAULT_BACKEND[read_export(model_dir)[1]["format"]]
+    if backend == "auto" and torch.device(device).type == "cpu" and not paper_mode:
+        from ..export import cache
+
+        many = images is None or images >= cache.EXPORT_FROM_IMAGES
+        if images is None or images >= cache.USE_FROM_IMAGES:
+            exported = cache.cached_export(model_dir, log, create=many)
+            if exported is not None:
+                return exported, cache.BACKEND
+    return model_dir, "torch"
 
 
 def load_networks(model_dir: Path, card: ModelCard, backend: str,
@@ -170,8 +191,11 @@ def load_networks(model_dir: Path, card: ModelCard, backend: str,
                               "the model directory it was exported from.")
         encoder = load_network(model_dir, card, "encoder", device) if card.use_features else None
         return load_network(model_dir, card, "generator", device), encoder
-    encoder = load_exported(model_dir, backend, kind="encoder") if card.use_features else None
-    return load_exported(model_dir, backend), encoder
+    from ..export.cache import runner_options
+
+    options = runner_options(model_dir, backend)
+    encoder = load_exported(model_dir, backend, kind="encoder", options=options) if card.use_features else None
+    return load_exported(model_dir, backend, options=options), encoder
 
 
 def load_translator(model: str | Path, *, device: str | torch.device = "auto", **options: Any) -> BaseTranslator:

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, Pix2PixError
-from .model_card import CONFIG_NAME, WEIGHTS, ModelCard
+from .model_card import CLUSTER_FILES, CONFIG_NAME, WEIGHTS, ModelCard
 
 SCHEME = "hf://"
-CLUSTER_FILES = ("clusters.safetensors", "clusters.json")  # pix2pixHD feature styles (pix2pix.clusters)
 MODEL_FILES = (CONFIG_NAME, *WEIGHTS.values(), *CLUSTER_FILES)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _INSTALL = 'install the optional Hub support: pip install "pix2pix[hub]" (huggingface_hub)'

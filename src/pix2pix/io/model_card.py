@@ -34,6 +34,7 @@ FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS = {"generator": "generator.safetensors", "discriminator": "discriminator.safetensors",
            "encoder": "encoder.safetensors"}
+CLUSTER_FILES = ("clusters.safetensors", "clusters.json")  # pix2pixHD feature styles (pix2pix.clusters)
 FAMILIES = ("pix2pix", "pix2pixhd")
 _PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 

@@ -67,7 +67,6 @@ def load_network(directory: str | Path, card: ModelCard, kind: str = "generator"
     if spec is None:
         held = [k for k in WEIGHTS if card.network(k) is not None]
         raise CheckpointError(f"{directory} holds no {kind} (it has: {', '.join(held) or 'nothing'}).")
-    net = build_from_arch(spec.to_dict(kind), kind)
     weights = directory / WEIGHTS[kind]
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing: the model directory is incomplete.")
@@ -75,9 +74,27 @@ def load_network(directory: str | Path, card: ModelCard, kind: str = "generator"
         state = load_file(str(weights))
     except Exception as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({exc}).") from None
-    load_state_strict(net, state, str(weights))
+    net = _build_from_state(spec.to_dict(kind), kind, state, str(weights))
     net.card = card
     return net.to(as_device(device)).eval()
+
+
+def _build_from_state(arch: dict, kind: str, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The network with the file's weights. Built on the meta device, so nothing is allocated or randomly
+    initialised only to be overwritten (2 s of pix2pixHD's global generator); a network whose construction needs
+    real tensors, or that keeps a tensor the file does not hold, is built normally."""
+    try:
+        with torch.device("meta"):
+            net = build_from_arch(arch, kind)
+    except (RuntimeError, NotImplementedError):
+        net = None
+    if net is not None:
+        load_state_strict(net, state, source, assign=True)
+        if not any(t.is_meta for t in (*net.parameters(), *net.buffers())):
+            return net
+    net = build_from_arch(arch, kind)
+    load_state_strict(net, state, source)
+    return net
 
 
 def from_pretrained(directory: str | Path, *, kind: str = "generator", device: str | torch.device = "cpu") -> nn.Module:

@@ -1,6 +1,7 @@
 """Objectives: adversarial losses (vanilla, lsgan, hinge, wgan-gp) and reconstruction losses."""
 
 from .augment import AUGMENTATIONS, PairAugment
+from .balanced_l1 import balanced_l1_loss, input_rarity_weights
 from .feature_matching import feature_matching_loss
 from .gan import GAN_MODES, GANLoss, gradient_penalty, r1_penalty
 from .perceptual import (
@@ -26,8 +27,10 @@ __all__ = [
     "VGG_SLICES",
     "VGG19Features",
     "VGGLoss",
+    "balanced_l1_loss",
     "feature_matching_loss",
     "gradient_penalty",
+    "input_rarity_weights",
     "r1_penalty",
     "resolve_vgg_weights",
     "vgg19_features_state",

@@ -24,8 +24,11 @@ def key_mismatch_report(missing: list[str], unexpected: list[str], mis_shaped: l
     return block("missing keys", missing) + block("unexpected keys", unexpected) + block("shape mismatches", mis_shaped)
 
 
-def load_state_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `net`, raising CheckpointError that lists every missing, unexpected or mis-shaped key."""
+def load_state_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, assign: bool = False) -> None:
+    """Load `state` into `net`, raising CheckpointError that lists every missing, unexpected or mis-shaped key.
+
+    `assign`: the module takes the state's tensors themselves (cast to its dtypes) instead of copying into its own,
+    which is how a network built on the meta device (no memory, no initialisation) gets its weights."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -35,7 +38,9 @@ def load_state_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source:
     if report:
         raise CheckpointError(f"{source} does not match the architecture: check that the architecture options "
                               f"(name, ngf, norm, dropout, channels) match the checkpoint.{report}")
-    net.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(own[k].dtype) for k, v in state.items()}
+    net.load_state_dict(state, strict=True, assign=assign)
 
 
 def as_state_dict(state: object, source: str) -> dict[str, torch.Tensor]:

@@ -50,6 +50,7 @@ from ..losses import (
     GANLoss,
     PairAugment,
     VGGLoss,
+    balanced_l1_loss,
     feature_matching_loss,
     gradient_penalty,
     r1_penalty,
@@ -247,7 +248,8 @@ class Pix2PixObjective(Objective):
             losses["G_GAN"] = self.gan(net_d(fake_in), True, for_discriminator=False)
             total = total + lc.lambda_gan * losses["G_GAN"]
         if lc.lambda_l1 > 0:
-            losses["G_L1"] = F.l1_loss(fake.float(), pair.real.float())
+            losses["G_L1"] = (balanced_l1_loss(fake, pair.real, pair.cond, lc.l1_balance) if lc.l1_balance else
+                              F.l1_loss(fake.float(), pair.real.float()))
             total = total + lc.lambda_l1 * losses["G_L1"]
         if self.vgg is not None:
             losses["G_VGG"] = self.vgg(fake, pair.real)

@@ -192,20 +192,20 @@ class OnnxRuntimeRunner(Runner):
             if not hasattr(so, key):
                 raise ConfigError(f"onnxruntime has no session option {key!r}.")
             setattr(so, key, value)
-        source = path
+        source, written = path, None
         if optimized is not None and optimized.is_file():
             source, so.graph_optimization_level = optimized, ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         elif optimized is not None:
-            tmp = optimized.with_name(f"{optimized.name}.{secrets.token_hex(4)}.tmp")
-            so.optimized_model_filepath = str(tmp)
+            written = optimized.with_name(f"{optimized.name}.{secrets.token_hex(4)}.tmp")
+            so.optimized_model_filepath = str(written)
             so.log_severity_level = 3  # not the warning that the copy is hardware-specific: the name says so
         self.session = ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
-        if source is path and optimized is not None:
+        if written is not None:
             try:
-                os.replace(tmp, optimized)  # whole or not at all
+                os.replace(written, optimized)  # whole or not at all
             except OSError:  # a read-only folder: start the slow way next time too
                 with contextlib.suppress(OSError):
-                    tmp.unlink()
+                    written.unlink()
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

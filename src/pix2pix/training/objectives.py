@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
@@ -248,8 +247,7 @@ class Pix2PixObjective(Objective):
             losses["G_GAN"] = self.gan(net_d(fake_in), True, for_discriminator=False)
             total = total + lc.lambda_gan * losses["G_GAN"]
         if lc.lambda_l1 > 0:
-            losses["G_L1"] = (balanced_l1_loss(fake, pair.real, pair.cond, lc.l1_balance) if lc.l1_balance else
-                              F.l1_loss(fake.float(), pair.real.float()))
+            losses["G_L1"] = balanced_l1_loss(fake, pair.real, pair.cond, lc.l1_balance)
             total = total + lc.lambda_l1 * losses["G_L1"]
         if self.vgg is not None:
             losses["G_VGG"] = self.vgg(fake, pair.real)

@@ -123,7 +123,9 @@ def test_save_pretrained_default_card_and_second_network(tmp_path):
 
 
 @pytest.mark.parametrize("kind, name, kwargs", [
-    ("generator", "unet", {"num_downs": 3, "ngf": 4}), ("generator", "resnet", {"n_blocks": 1, "ngf": 4}),
+    ("generator", "unet", {"num_downs": 3, "ngf": 4}),
+    ("generator", "unet", {"num_downs": 3, "ngf": 4, "input_skip": True}),
+    ("generator", "resnet", {"n_blocks": 1, "ngf": 4}),
     ("generator", "global", {"ngf": 4, "n_downsample": 2, "n_blocks": 1}),
     ("generator", "local", {"ngf": 4, "n_downsample_global": 2, "n_blocks_global": 1, "n_blocks_local": 1}),
     ("generator", "crn", {"ngf": 8, "n_modules": 3}), ("encoder", "encoder", {"ngf": 4, "n_downsample": 2}),

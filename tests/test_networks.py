@@ -255,6 +255,32 @@ def test_resnet_resize_conv_has_no_transposed_convs_and_keeps_shape():
     assert net(torch.randn(1, 3, 20, 28)).shape == (1, 3, 20, 28)
 
 
+def test_unet_input_skip_hands_the_full_resolution_input_to_the_head():
+    torch.manual_seed(0)
+    net = create_generator("unet", 3, 2, num_downs=4, ngf=4, input_skip=True)
+    ref = create_generator("unet", 3, 2, num_downs=4, ngf=4)
+    # the reference's keys are untouched: the skip adds the head and widens the last up-sampling
+    assert set(ref.state_dict()) - set(net.state_dict()) == set()
+    assert net.model.model[3].out_channels == 4 and net.head[0].in_channels == 4 + 3
+    x = torch.rand(2, 3, 16, 32) * 2 - 1
+    assert net(x).shape == (2, 2, 16, 32)
+    # a head that copies input channels 0 and 2 (centre tap) returns tanh of them exactly:
+    # single pixels of the input reach the output, whatever the U-Net below computes
+    with torch.no_grad():
+        conv = net.head[0]
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 4 + 0, 1, 1] = 1
+        conv.weight[1, 4 + 2, 1, 1] = 1
+    torch.testing.assert_close(net(x), torch.tanh(x[:, [0, 2]]), rtol=0, atol=0)
+    # and gradients reach the encoder through the widened last up-sampling
+    net.zero_grad()
+    with torch.no_grad():
+        conv.weight[0, 0, 1, 1] = 1
+    net(x).sum().backward()
+    assert net.model.model[0].weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("num_downs", [3, 4, 5, 6, 7, 8])
 def test_unet_num_downs_builds_with_matching_size_multiple(num_downs):
     net = create_generator("unet", 3, 1, num_downs=num_downs, ngf=2)

@@ -21,7 +21,8 @@ class UnetSkipConnectionBlock(nn.Module):
 
     def __init__(self, outer_nc: int, inner_nc: int, *, input_nc: int | None = None,
                  submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
-                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose") -> None:
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose",
+                 tanh: bool = True) -> None:
         super().__init__()
         self.outermost = outermost
         norm_layer = get_norm_layer(norm)
@@ -37,7 +38,7 @@ class UnetSkipConnectionBlock(nn.Module):
 
         if outermost:
             assert submodule is not None
-            layers = [downconv, submodule, uprelu, up(inner_nc * 2, True), nn.Tanh()]
+            layers = [downconv, submodule, uprelu, up(inner_nc * 2, True)] + ([nn.Tanh()] if tanh else [])
         elif innermost:
             layers = [downrelu, downconv, uprelu, up(inner_nc, use_bias), norm_layer(outer_nc)]
         else:
@@ -59,10 +60,17 @@ class UnetGenerator(nn.Module):
 
     Channels at level k are ngf * min(2^k, 8). As in the reference, dropout (when on)
     sits in the 512-channel levels between level 4 and the innermost block.
+
+    `input_skip` (off in the reference) also hands the input itself to the output: the last
+    up-sampling gives ngf channels, and a 3x3 convolution maps them, concatenated with the
+    input, to the image. Without it the finest level the decoder sees is the first
+    stride-2 encoding, so 1-2 pixel structures of the label map (poles, limbs) reach the
+    output only through a 4x4 transposed convolution from half resolution.
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, num_downs: int = 8, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose") -> None:
+                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose",
+                 input_skip: bool = False) -> None:
         super().__init__()
         if num_downs < 2:
             raise ConfigError(f"num_downs={num_downs} is too small; a U-Net needs at least 2 down-samplings.")
@@ -76,29 +84,34 @@ class UnetGenerator(nn.Module):
         for level in range(last - 1, 0, -1):
             block = UnetSkipConnectionBlock(width(level - 1), width(level), submodule=block, norm=norm,
                                             dropout=dropout and level >= 4, upsample=upsample)
-        self.model = UnetSkipConnectionBlock(out_channels, ngf, input_nc=in_channels, submodule=block,
-                                             outermost=True, norm=norm, upsample=upsample)
+        self.model = UnetSkipConnectionBlock(ngf if input_skip else out_channels, ngf, input_nc=in_channels,
+                                             submodule=block, outermost=True, norm=norm, upsample=upsample,
+                                             tanh=not input_skip)
+        self.head = nn.Sequential(nn.Conv2d(ngf + in_channels, out_channels, kernel_size=3, padding=1,
+                                            padding_mode="reflect"), nn.Tanh()) if input_skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if self.head is None:
+            return self.model(x)
+        return self.head(torch.cat([torch.relu(self.model(x)), x], 1))
 
 
 @register_generator("unet")
 def unet(in_channels: int = 3, out_channels: int = 3, num_downs: int = 8, ngf: int = 64, norm: str = "batch",
-         dropout: bool = True, upsample: str = "transpose") -> UnetGenerator:
+         dropout: bool = True, upsample: str = "transpose", input_skip: bool = False) -> UnetGenerator:
     """U-Net with any number of down-samplings."""
-    return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout, upsample)
+    return UnetGenerator(in_channels, out_channels, num_downs, ngf, norm, dropout, upsample, input_skip)
 
 
 @register_generator("unet_256")
 def unet_256(in_channels: int = 3, out_channels: int = 3, ngf: int = 64, norm: str = "batch",
-             dropout: bool = True, upsample: str = "transpose") -> UnetGenerator:
+             dropout: bool = True, upsample: str = "transpose", input_skip: bool = False) -> UnetGenerator:
     """The pix2pix default: 8 down-samplings (256x256 -> 1x1 at the bottleneck)."""
-    return UnetGenerator(in_channels, out_channels, 8, ngf, norm, dropout, upsample)
+    return UnetGenerator(in_channels, out_channels, 8, ngf, norm, dropout, upsample, input_skip)
 
 
 @register_generator("unet_128")
 def unet_128(in_channels: int = 3, out_channels: int = 3, ngf: int = 64, norm: str = "batch",
-             dropout: bool = True, upsample: str = "transpose") -> UnetGenerator:
+             dropout: bool = True, upsample: str = "transpose", input_skip: bool = False) -> UnetGenerator:
     """7 down-samplings, for 128x128 images."""
-    return UnetGenerator(in_channels, out_channels, 7, ngf, norm, dropout, upsample)
+    return UnetGenerator(in_channels, out_channels, 7, ngf, norm, dropout, upsample, input_skip)

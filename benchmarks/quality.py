@@ -337,8 +337,10 @@ def run_config(prepared: Prepared, args: argparse.Namespace, overrides: list[str
 
 
 def check_recipes(recipes: dict[str, list[str]], prepared: list[Prepared], args: argparse.Namespace) -> None:
-    """Every recipe builds a valid config, before anything trains; each failing one is named with the config's error."""
+    """Every recipe builds a valid config and objective (e.g. a label set that loss.lambda_seg can read) before
+    anything trains; each failing one is named with the library's error."""
     from pix2pix.errors import Pix2PixError
+    from pix2pix.training.objectives import make_objective
 
     _check_keys(list(args.set), "--set")
     problems = []
@@ -346,7 +348,7 @@ def check_recipes(recipes: dict[str, list[str]], prepared: list[Prepared], args:
         try:
             _check_keys(overrides, f"recipe {name!r}")
             for p in prepared:
-                run_config(p, args, overrides, 0, Path("unused"))
+                make_objective(run_config(p, args, overrides, 0, Path("unused")))
         except Pix2PixError as exc:
             problems.append(f"recipe {name!r} ({', '.join(overrides) or 'no overrides'}): {exc}")
     if problems:

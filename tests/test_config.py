@@ -151,3 +151,6 @@ def test_improved_presets_are_their_task_preset_plus_the_benchmarked_changes():
     plus = get_preset("facades_plus")
     assert (plus.data.direction, plus.model.ngf, plus.train.batch_size, plus.train.ema_decay) == ("BtoA", 32, 4, 0.99)
     assert "model.ngf=32" in improvement_overrides("facades_plus")
+    seg = get_preset("synthetic_plus")
+    assert seg.loss.lambda_seg == 5.0 and seg.model == get_preset("synthetic").model
+    assert "loss.lambda_seg=5.0" in improvement_overrides("synthetic_plus")

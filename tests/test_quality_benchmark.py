@@ -241,6 +241,21 @@ def test_recipes_that_do_not_build_fail_before_anything_trains(tmp_path, capsys)
     assert not (ROOT / "cache-in-repo").exists()
 
 
+def test_a_recipe_whose_objective_cannot_be_built_is_named_before_training(tmp_path):
+    """loss.lambda_seg reads classes from a label set: pairs without one fail in the check, with one they pass."""
+    from pix2pix.data.label_sets import get_label_set
+
+    pairs = tmp_path / "pairs"
+    (pairs / "train").mkdir(parents=True)
+    prepared = q.Prepared("facades", pairs, "BtoA", "facades", "B", {"train": 1}, "key", "test")
+    args = q.build_parser().parse_args(TINY)
+    recipes = {"reference": [], "seg": ["loss.lambda_seg=5"]}
+    with pytest.raises(Exception, match=r"recipe 'seg' \(loss.lambda_seg=5\): loss.lambda_seg=5 needs the classes"):
+        q.check_recipes(recipes, [prepared], args)
+    (tmp_path / "classes.json").write_text(json.dumps(get_label_set("facades").to_classes_json()))
+    q.check_recipes(recipes, [prepared], args)  # found beside the pairs, as the synthetic world's
+
+
 def test_recipe_set_keeps_commas_inside_a_value():
     from pix2pix.errors import ConfigError
 

@@ -96,6 +96,7 @@ class LossConfig:
     diffaugment: str = ""  # DiffAugment of D's inputs, e.g. "translation,cutout,color" ("": off)
     lambda_r1: float = 0.0  # R1 gradient penalty on real pairs (0: off)
     l1_balance: float = 0.0  # pix2pix: weight L1 pixels by (input colour's share)^-l1_balance (0: plain L1)
+    lambda_seg: float = 0.0  # pix2pix, label-map inputs: OASIS-style segmentation D's term in G's loss (0: off)
 
 
 @dataclass
@@ -367,7 +368,7 @@ _RANGES: dict[str, tuple[Any, str, str]] = {
 _RANGES.update({f"loss.{name}": (lambda x: _finite(x) and x >= 0, "must be a finite weight, 0 (off) or more",
                                  f"e.g. --set loss.{name}=0 to turn the term off")
                 for name in ("lambda_gan", "lambda_l1", "lambda_gp", "lambda_feat", "lambda_vgg", "lambda_perceptual",
-                             "lambda_r1")})
+                             "lambda_r1", "lambda_seg")})
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -410,6 +411,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"loss.l1_balance={cfg.loss.l1_balance!r} weights pix2pix's L1 by the input's colours: it "
                           f"needs model.family=pix2pix (got {m.family!r}) and at most 3 input channels (got "
                           f"model.in_channels={m.in_channels}); drop it.")
+    if cfg.loss.lambda_seg and (m.family != "pix2pix" or m.in_channels != 3 or m.out_channels not in (1, 3)):
+        raise ConfigError(f"loss.lambda_seg={cfg.loss.lambda_seg!r} segments pix2pix's outputs into the classes of "
+                          f"a colour-coded label map input: it needs model.family=pix2pix (got {m.family!r}), "
+                          f"model.in_channels=3 (got {m.in_channels}) and 1- or 3-channel outputs (got "
+                          f"{m.out_channels}); drop it.")
     if t.load_global and (m.family != "pix2pixhd" or m.generator != "local"):
         raise ConfigError(f"train.load_global={t.load_global!r} initialises a pix2pixHD local enhancer, but "
                           f"model.family={m.family!r}, model.generator={m.generator!r}: drop it, or train "

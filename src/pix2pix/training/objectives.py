@@ -36,6 +36,7 @@ from ..data.images import tensor_to_image
 from ..data.label_dataset import LabelDataset
 from ..data.label_inputs import LabelInputs
 from ..data.label_sets import (
+    LabelSet,
     check_label_settings,
     colorize,
     generate_palette,
@@ -55,7 +56,9 @@ from ..losses import (
     r1_penalty,
     resolve_vgg_weights,
 )
+from ..losses.semantic import class_balance_weights, off_palette_share, palette_ids, segmentation_adversarial_loss
 from ..models import accepted_options, create_discriminator, create_generator, run_padded, size_multiple
+from ..models.segmentation_d import SegmentationDiscriminator, WithSegmentationD
 from ..nn import init_weights
 
 
@@ -217,15 +220,30 @@ class Pix2PixObjective(Objective):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.conditional = cfg.model.conditional_d
-        self.uses_discriminator = cfg.loss.lambda_gan > 0
+        self.uses_discriminator = cfg.loss.lambda_gan > 0 or cfg.loss.lambda_seg > 0
         if cfg.loss.lambda_perceptual > 0 and cfg.model.out_channels not in (1, 3):
             raise ConfigError(f"loss.lambda_perceptual={cfg.loss.lambda_perceptual:g} needs 1- or 3-channel outputs "
                               f"(VGG sees images), not model.out_channels={cfg.model.out_channels}: set "
                               "loss.lambda_perceptual=0.")
+        self.seg_labels = None
+        self._seg_input_checked = False  # the first batch is checked to be a label map of that label set
+        if cfg.loss.lambda_seg > 0:
+            self.seg_labels = resolve_label_set(cfg)
+            beside = Path(cfg.data.root).parent / "classes.json"  # pix2pix trains on the synthetic world's AB/ pairs
+            if self.seg_labels is None and cfg.data.root and beside.is_file():
+                self.seg_labels = LabelSet.from_classes_json(beside)
+            if self.seg_labels is None:
+                raise ConfigError(f"loss.lambda_seg={cfg.loss.lambda_seg:g} needs the classes of the input label maps: "
+                                  "set data.label_set (a name or a classes.json path; `pix2pix data synth` writes "
+                                  "classes.json into the data folder, where it is found by itself).")
 
     def build_networks(self) -> Networks:
         g = build_generator(self.cfg)
         d = self.finish_discriminator(build_discriminator(self.cfg))
+        if self.seg_labels is not None:
+            m = self.cfg.model
+            segmenter = SegmentationDiscriminator(m.out_channels, self.seg_labels.label_nc, m.ndf)
+            d = WithSegmentationD(d, self.finish_discriminator(init_weights(segmenter, m.init, m.init_gain)))
         self._build_vgg(self.cfg.loss.lambda_perceptual)
         return Networks(g, d)
 
@@ -233,19 +251,54 @@ class Pix2PixObjective(Objective):
         return torch.cat([cond, image], 1) if self.conditional else image
 
     def prepare(self, batch: dict[str, Any], to_device: Any) -> Pair:
-        return Pair(to_device(batch["A"]), to_device(batch["B"]) if "B" in batch else None)
+        pair = Pair(to_device(batch["A"]), to_device(batch["B"]) if "B" in batch else None)
+        if self.seg_labels is not None:
+            ls, palette = self.seg_labels, torch.as_tensor(self.seg_labels.palette_array)
+            if not self._seg_input_checked:
+                self._check_label_map_input(pair.cond, palette, batch.get("path", ["the first batch"])[0])
+            ids = palette_ids(pair.cond, palette, ls.ignore_id)
+            pair.cache.update(seg_ids=ids, seg_weights=class_balance_weights(ids, ls.label_nc))
+        return pair
+
+    def _check_label_map_input(self, cond: torch.Tensor, palette: torch.Tensor, source: str) -> None:
+        """loss.lambda_seg reads classes from the input's colours: a photo or an edge map as the input is an error."""
+        share = off_palette_share(cond, palette)
+        if share > 0.25:
+            raise DataError(f"{source} (the first of its batch): {share:.0%} of the input's pixels are far from every "
+                            f"colour of label set {self.seg_labels.name!r}; loss.lambda_seg needs colour-coded label "
+                            "maps of data.label_set as the input (A after data.direction): set the label set they were "
+                            "drawn with, or drop loss.lambda_seg.")
+        self._seg_input_checked = True
 
     def generate(self, g: nn.Module, e: nn.Module | None, pair: Pair) -> torch.Tensor:
         return run_padded(g, pair.cond)
+
+    def discriminator_losses(self, net_d: nn.Module, pair: Pair, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pair D's losses (`Objective.discriminator_losses`), plus with loss.lambda_seg the segmentation D's:
+        0.5 * (class-balanced CE of the real photo against its labels + CE of the fake against "generated")."""
+        losses = super().discriminator_losses(net_d, pair, fake)
+        if self.seg_labels is not None:
+            c = pair.cache
+            # one pass over the real and generated images: no layer of the segmenter mixes a batch's samples
+            real_logits, fake_logits = net_d(torch.cat([pair.real, fake.detach()]), segment=True).chunk(2)
+            real_loss = segmentation_adversarial_loss(real_logits, c["seg_ids"], c["seg_weights"])
+            fake_loss = segmentation_adversarial_loss(fake_logits)
+            losses["D_seg"] = 0.5 * (real_loss + fake_loss)
+            losses["D"] = losses["D"] + losses["D_seg"]
+        return losses
 
     def generator_losses(self, net_d: nn.Module | None, pair: Pair, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         lc = self.cfg.loss
         losses: dict[str, torch.Tensor] = {}
         total = fake.new_zeros((), dtype=torch.float32)
-        if self.uses_discriminator and net_d is not None:
+        if lc.lambda_gan > 0 and net_d is not None:
             (fake_in,) = self.d_pairs(pair, fake)
             losses["G_GAN"] = self.gan(net_d(fake_in), True, for_discriminator=False)
             total = total + lc.lambda_gan * losses["G_GAN"]
+        if self.seg_labels is not None and net_d is not None:
+            losses["G_seg"] = segmentation_adversarial_loss(net_d(fake, segment=True), pair.cache["seg_ids"],
+                                                            pair.cache["seg_weights"])
+            total = total + lc.lambda_seg * losses["G_seg"]
         if lc.lambda_l1 > 0:
             losses["G_L1"] = balanced_l1_loss(fake, pair.real, pair.cond, lc.l1_balance)
             total = total + lc.lambda_l1 * losses["G_L1"]

@@ -43,6 +43,15 @@ def _single_thread_determinism():
     yield
 
 
+@pytest.fixture
+def one_torch_thread(_single_thread_determinism):
+    """One intra-op thread (modules opt in with `pytestmark`): tiny networks are dominated by thread hand-offs,
+    which stall when other jobs share the two cores; the next test starts at two again."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(2)
+
+
 def make_pair_images(n: int, size: tuple[int, int] = (40, 40), seed: int = 0) -> list[tuple[Image.Image, Image.Image]]:
     """n (A, B) pairs: A is a blocky pattern, B a colour function of A (learnable, and pairs are distinguishable)."""
     rng = np.random.default_rng(seed)

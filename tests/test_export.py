@@ -27,18 +27,10 @@ from pix2pix.models.encoder import instance_average
 from pix2pix.models.padding import pad_to_multiple
 from pix2pix.registry import create_generator, list_generators
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or
-                                importlib.util.find_spec("onnx") is None,
-                                reason="onnx / onnxruntime are not installed (pip install 'pix2pix[export]')")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(_single_thread_determinism):
-    """One thread for torch and the runtimes: tiny graphs are dominated by thread hand-offs, which stall
-    on a machine whose two cores are shared."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(2)
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or
+                                 importlib.util.find_spec("onnx") is None,
+                                 reason="onnx / onnxruntime are not installed (pip install 'pix2pix[export]')"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _openvino_missing() -> str:

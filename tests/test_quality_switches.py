@@ -33,13 +33,7 @@ CPU = torch.device("cpu")
 ALL_AUG = "translation,cutout,color"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: at these sizes as fast as two, and far steadier when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,11 @@ street world of `pix2pix data synth`, label|photo pairs, AtoB):
    at each fraction of the budget, a plot of mean IoU against training seconds per dataset (SVG
    beside the report), the command and the machine; and the raw results (`--json`), rewritten
    after every run. Rerunning the same command skips finished runs and continues a cut-off run
-   from its last finished segment; a different budget, size, schedule, ... is refused.
+   from its last finished segment; a different budget, size, schedule, ... is refused, except with
+   `--extend`: a larger `--budget-steps` under the constant schedule continues every run of the
+   command's recipes and seeds from its checkpoint (a shorter constant-schedule run is the exact
+   start of a longer one; measured bit-identical) and keeps its scores at steps that the new
+   fractions also name. Runs the command leaves out stay in the JSON as "shorter", unreported.
 
 Budgets. `--budget-steps N` ends segment k at round(f_k N) steps. `--budget-seconds S` counts
 training time only: the sum of the trainer's own per-step wall-clock (stats.jsonl with
@@ -410,6 +414,23 @@ def _scores(seg: dict[str, Any]) -> dict[str, Any]:
             "mean_iou": seg["mean_iou"], "class_iou": {k: v["iou"] for k, v in seg["per_class"].items()}}
 
 
+def extend_progress(progress: dict[str, Any], fingerprint: str, budget_steps: int,
+                    fractions: list[float]) -> dict[str, Any]:
+    """A run's progress for a shorter step budget, re-keyed for a longer one (constant schedule: the shorter run
+    is an exact prefix of the longer). Its scored points that fall on the new fractions' steps are kept, in
+    order; if the run went past the first new point it has no score for, it cannot be reused (start afresh)."""
+    targets = [max(1, round(f * budget_steps)) for f in fractions]
+    by_steps = {s["steps"]: s for s in progress["segments"]}
+    kept = []
+    for fraction, target in zip(fractions, targets, strict=True):
+        if target not in by_steps:
+            break
+        kept.append({**by_steps[target], "fraction": fraction})
+    if len(kept) < len(targets) and progress["steps"] > targets[len(kept)]:
+        return {}
+    return {**progress, "fingerprint": fingerprint, "segments": kept}
+
+
 def run_worker(spec: dict[str, Any], log: Any = None) -> dict[str, Any]:
     """Train one (dataset, recipe, seed) in segments, scoring after each; resumable from run_root/progress.json."""
     import torch
@@ -426,9 +447,21 @@ def run_worker(spec: dict[str, Any], log: Any = None) -> dict[str, Any]:
     torch.set_num_threads(int(spec["threads"]))
     root = Path(spec["run_root"])
     progress_path = root / "progress.json"
-    fingerprint = _hash({k: spec[k] for k in ("config", "budget_steps", "budget_seconds", "fractions",
-                                              "calibration_steps", "split", "segmenter", "inception_weights")})
+    def fingerprint_of(budget_steps: int | None, fractions: list[float]) -> str:
+        return _hash({**{k: spec[k] for k in ("config", "budget_seconds", "calibration_steps", "split", "segmenter",
+                                             "inception_weights")}, "budget_steps": budget_steps,
+                      "fractions": fractions})
+
+    fingerprint = fingerprint_of(spec["budget_steps"], spec["fractions"])
     progress: dict[str, Any] = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    earlier = {fingerprint_of(b["budget_steps"], b["fractions"]) for b in spec.get("earlier_budgets", [])}
+    if progress.get("fingerprint") in earlier:  # the same run for a shorter budget (--extend): continue it
+        progress = extend_progress(progress, fingerprint, spec["budget_steps"], spec["fractions"])
+        if progress:
+            for stale in root.glob("eval-*"):  # numbered by the old fractions; the kept points hold their scores
+                shutil.rmtree(stale, ignore_errors=True)
+            log(f"  {spec['label']}: continues from step {progress['steps']}, keeping "
+                f"{len(progress['segments'])} scored point(s)")
     if progress.get("fingerprint") != fingerprint:  # a new run, or one made with other settings: start afresh
         for stale in [root / "train", *root.glob("eval-*")]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -598,6 +631,28 @@ def wait_for_quiet(limit_cpus: float, log: Any = print, sample_s: float = 5.0, g
             told = True
 
 
+def extend_measurement(raw: dict[str, Any] | None, raw_path: Path, args: argparse.Namespace) -> None:
+    """--extend: raise a saved measurement's step budget (and change its fractions) in place. Its runs become
+    "shorter" (not reported) until a run of this budget continues them from their checkpoints."""
+    if raw is None:
+        raise _error(f"--extend continues a saved measurement, and {raw_path} holds none: drop --extend to start one.")
+    old = raw.get("settings", {})
+    if args.schedule != "constant" or old.get("schedule") != "constant" or args.budget_seconds is not None \
+            or old.get("budget_seconds") is not None or args.budget_steps is None:
+        raise _error("--extend needs --schedule constant and a step budget alone (--budget-steps), in the saved "
+                     f"measurement ({raw_path}) and now: only then is a shorter run the start of a longer one.")
+    if args.budget_steps < old["budget_steps"]:
+        raise _error(f"--extend --budget-steps {args.budget_steps}: {raw_path} already trained "
+                     f"{old['budget_steps']} steps; give at least that many.")
+    if (args.budget_steps, args.fractions) == (old["budget_steps"], old["fractions"]):
+        return  # extended before (this continues that)
+    raw.setdefault("earlier_budgets", []).append({"budget_steps": old["budget_steps"], "fractions": old["fractions"]})
+    old.update(budget_steps=args.budget_steps, fractions=args.fractions)
+    for run in raw["runs"]:
+        if run.get("status") == "done":
+            run["status"] = "shorter"
+
+
 def settings_of(args: argparse.Namespace, prepared: list[Prepared], segmenters: dict[str, dict]) -> dict[str, Any]:
     """What makes runs comparable: a saved measurement continues only with the same settings."""
     return {
@@ -654,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-steps", type=int, help="training steps per run")
     p.add_argument("--fractions", default="0.25,0.5,0.75,1", help="score at these fractions of the budget")
     p.add_argument("--seeds", default="0,1,2", help="seeds per recipe (default 0,1,2)")
+    p.add_argument("--extend", action="store_true",
+                   help="continue the saved measurement (--json) to a larger --budget-steps with these --fractions "
+                        "(constant schedule): each run resumes from its checkpoint")
     p.add_argument("--schedule", default="constant", choices=["constant", "linear"],
                    help="learning-rate schedule of every run (default constant; linear needs --budget-steps)")
     p.add_argument("--calibration-steps", type=int, default=20,
@@ -741,6 +799,8 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> int:
     settings = settings_of(args, prepared, {k: v[1] for k, v in segmenters.items()})
 
     raw = json.loads(raw_path.read_text()) if raw_path.is_file() else None
+    if args.extend:
+        extend_measurement(raw, raw_path, args)
     if raw is not None:
         old = raw.get("settings", {})
         per_dataset = ("datasets", "segmenter_keys")  # a dataset may be added; one already there must match
@@ -789,7 +849,8 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> int:
                 "budget_steps": args.budget_steps, "budget_seconds": args.budget_seconds,
                 "fractions": args.fractions, "calibration_steps": args.calibration_steps, "threads": args.threads,
                 "device": args.device, "inception_weights": args.inception_weights or "",
-                "train_pairs": p.counts["train"], "result": str(run_root / "result.json")}
+                "train_pairs": p.counts["train"], "result": str(run_root / "result.json"),
+                "earlier_budgets": raw.get("earlier_budgets", [])}
         waited = wait_for_quiet(args.wait_quiet) if args.wait_quiet is not None else 0.0
         meter = LoadMeter()
         result = _run_one(spec, args.isolation)
@@ -960,6 +1021,9 @@ def render_markdown(raw: dict[str, Any], out: Path) -> str:
     m = inv["machine"]
     budget = " and ".join(x for x in (f"{s['budget_seconds']:g} training seconds" if s["budget_seconds"] else "",
                                       f"{s['budget_steps']} steps" if s["budget_steps"] else "") if x)
+    if raw.get("earlier_budgets"):  # --extend: each run continued its shorter run, which is its exact start
+        budget += " (continued with --extend from " + ", then ".join(
+            f"{b['budget_steps']}" for b in raw["earlier_budgets"]) + " steps; the earlier commands are in the JSON)"
     summary = summarize(raw)
     lines = [
         "# Quality benchmark: recipes at equal compute, scored by segmentation", "",
@@ -1051,22 +1115,29 @@ def render_markdown(raw: dict[str, Any], out: Path) -> str:
             lines.append("| real photos | " + " | ".join("—" if real_iou.get(c) is None else f"{real_iou[c]:.2f}"
                                                          for c in classes) + " |")
         lines += ["", f"![mean IoU against training seconds, {dataset}]({plot_path(out, dataset).name})"]
-    busy = [r for r in raw["runs"] if (r.get("others_cpus") or 0) > 0.25]
+    reported = [r for r in raw["runs"] if r.get("status") == "done"]
+    busy = [r for r in reported if (r.get("others_cpus") or 0) > 0.25]
     if busy:
-        lines += ["", f"**Shared machine:** during {len(busy)} of {len(raw['runs'])} runs other processes kept more "
+        lines += ["", f"**Shared machine:** during {len(busy)} of {len(reported)} runs other processes kept more "
                   "than 0.25 CPU busy on average (column 'others' below): with a time budget those runs reached "
                   "fewer steps, with a step budget their training seconds are inflated. Rerun them on a quiet "
                   "machine (remove them from the JSON) or use --wait-quiet."]
     lines += ["", "<details><summary>Every run</summary>", "",
               "| dataset | recipe | seed | steps | training s | wall s (with evaluation) | others (CPUs) | finished |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(raw["runs"], key=lambda r: r.get("finished", "")):
+    for r in sorted(reported, key=lambda r: r.get("finished", "")):
         final = r["segments"][-1]
         others = "?" if r.get("others_cpus") is None else f"{r['others_cpus']:.2f}"
         lines.append(f"| {r['dataset']} | {r['recipe']} | {r['seed']} | {final['steps']} | "
                      f"{final['train_seconds']:.0f} | {r.get('wall_seconds', 0):.0f} | {others} | "
                      f"{r.get('finished')} |")
     lines += ["", "</details>"]
+    shorter = [r for r in raw["runs"] if r.get("status") == "shorter"]
+    if shorter:
+        lines += ["", "Not reported: runs of an earlier, shorter budget, kept in the JSON (`--extend` with their "
+                  "recipe and seed continues them): " + ", ".join(
+                      f"{r['dataset']} {r['recipe']} seed {r['seed']} ({r['segments'][-1]['steps']} steps)"
+                      for r in shorter) + "."]
     lines += ["", "Recipes (overrides on top of the reference):", ""]
     for name, info in raw.get("recipes", {}).items():
         ov = ", ".join(f"`{o}`" for o in info["overrides"]) or "none"

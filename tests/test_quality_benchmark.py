@@ -225,6 +225,57 @@ def test_other_settings_do_not_continue_a_saved_measurement(measured, capsys):
     assert "other settings (datasets.synthetic" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_extend_continues_each_run_to_a_longer_budget_as_a_fresh_run_of_it(tmp_path, capsys):
+    """Constant schedule: a 4-step run continued to 8 steps equals an 8-step run, and nothing trains twice."""
+    base = [a for a in TINY] + ["--cache", str(tmp_path / "cache"), "--isolation", "inline"]
+    base[base.index("--seeds") + 1] = "0"
+    short = base + ["--out", str(tmp_path / "q.md")]
+    assert q.main(short) == 0
+    before = _raw(tmp_path)
+    ref = next(r for r in before["runs"] if r["recipe"] == "reference")
+    stats = Path(ref["run_dir"]) / "stats.jsonl"
+    first_four = stats.read_text()
+
+    def longer(*extra: str) -> list[str]:
+        argv = [a for a in short]
+        argv[argv.index("--budget-steps") + 1] = "8"
+        argv[argv.index("--fractions") + 1] = "0.25,0.5,1"
+        argv[argv.index("--recipes") + 1] = "reference"
+        return argv + list(extra)
+
+    capsys.readouterr()
+    assert q.main(longer()) == 2  # without --extend another budget is refused
+    assert "budget_steps 4 there, 8 now" in capsys.readouterr().err
+    assert q.main(longer("--extend")) == 0
+    after = _raw(tmp_path)
+    run = next(r for r in after["runs"] if r["recipe"] == "reference")
+    assert [s["steps"] for s in run["segments"]] == [2, 4, 8]
+    assert [s["fraction"] for s in run["segments"]] == [0.25, 0.5, 1.0]
+    assert run["segments"][:2] == [{**s, "fraction": f} for s, f in zip(ref["segments"], (0.25, 0.5), strict=True)]
+    assert stats.read_text().startswith(first_four)  # steps 1-4 were not trained again
+    assert after["earlier_budgets"] == [{"budget_steps": 4, "fractions": [0.5, 1.0]}]
+    # the recipe left out stays at the shorter budget: kept in the JSON, not in the report
+    assert [r["status"] for r in after["runs"] if r["recipe"] == "lsgan"] == ["shorter"]
+    md = (tmp_path / "q.md").read_text()
+    assert "| reference |" in md and "| lsgan |" not in md
+    assert q.main(longer("--extend")) == 0  # again: nothing left to do
+    assert "done before, skipped" in capsys.readouterr().out
+
+    fresh = longer("--json", str(tmp_path / "fresh.json"), "--out", str(tmp_path / "fresh.md"))
+    assert q.main(fresh) == 0
+    fresh_run = next(r for r in json.loads((tmp_path / "fresh.json").read_text())["runs"])
+    for a, b in zip(fresh_run["segments"], run["segments"], strict=True):
+        assert a["steps"] == b["steps"] and a["metrics"] == b["metrics"] and a["generated"] == b["generated"]
+
+    assert q.main(longer("--extend", "--budget-steps", "6")) == 2
+    assert "already trained 8 steps" in capsys.readouterr().err
+    assert q.main(longer("--extend", "--schedule", "linear")) == 2
+    assert "--extend needs --schedule constant" in capsys.readouterr().err
+    assert q.main(longer("--extend", "--json", str(tmp_path / "none.json"))) == 2
+    assert "holds none" in capsys.readouterr().err
+
+
 def test_recipes_that_do_not_build_fail_before_anything_trains(tmp_path, capsys):
     base = TINY + ["--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "q.md"), "--isolation", "inline"]
     assert q.main(base + ["--recipe-set", "future=train.ema_decayy=0.999"]) == 2

@@ -364,10 +364,15 @@ def check_recipes(recipes: dict[str, list[str]], prepared: list[Prepared], args:
 # ----------------------------------------------------------------------------- budget and timing
 
 
+def budget_step(fraction: float, budget_steps: int) -> int:
+    """The step at which the segment ending at `fraction` of a step budget ends."""
+    return max(1, round(fraction * budget_steps))
+
+
 def plan_target(fraction: float, *, budget_steps: int | None, budget_seconds: float | None, steps_done: int,
                 seconds_done: float, step_time: float | None, calibration_steps: int) -> tuple[int, bool]:
     """(step to train to, whether it is the calibration chunk) for the segment ending at `fraction` of the budget."""
-    cap = max(1, round(fraction * budget_steps)) if budget_steps else None
+    cap = budget_step(fraction, budget_steps) if budget_steps else None
     if budget_seconds is None:
         assert cap is not None
         return cap, False
@@ -419,7 +424,7 @@ def extend_progress(progress: dict[str, Any], fingerprint: str, budget_steps: in
     """A run's progress for a shorter step budget, re-keyed for a longer one (constant schedule: the shorter run
     is an exact prefix of the longer). Its scored points that fall on the new fractions' steps are kept, in
     order; if the run went past the first new point it has no score for, it cannot be reused (start afresh)."""
-    targets = [max(1, round(f * budget_steps)) for f in fractions]
+    targets = [budget_step(f, budget_steps) for f in fractions]
     by_steps = {s["steps"]: s for s in progress["segments"]}
     kept = []
     for fraction, target in zip(fractions, targets, strict=True):
@@ -447,10 +452,11 @@ def run_worker(spec: dict[str, Any], log: Any = None) -> dict[str, Any]:
     torch.set_num_threads(int(spec["threads"]))
     root = Path(spec["run_root"])
     progress_path = root / "progress.json"
+
     def fingerprint_of(budget_steps: int | None, fractions: list[float]) -> str:
-        return _hash({**{k: spec[k] for k in ("config", "budget_seconds", "calibration_steps", "split", "segmenter",
-                                             "inception_weights")}, "budget_steps": budget_steps,
-                      "fractions": fractions})
+        fixed = {k: spec[k] for k in ("config", "budget_seconds", "calibration_steps", "split", "segmenter",
+                                      "inception_weights")}
+        return _hash(fixed | {"budget_steps": budget_steps, "fractions": fractions})
 
     fingerprint = fingerprint_of(spec["budget_steps"], spec["fractions"])
     progress: dict[str, Any] = json.loads(progress_path.read_text()) if progress_path.is_file() else {}

@@ -228,7 +228,7 @@ def test_other_settings_do_not_continue_a_saved_measurement(measured, capsys):
 @pytest.mark.slow
 def test_extend_continues_each_run_to_a_longer_budget_as_a_fresh_run_of_it(tmp_path, capsys):
     """Constant schedule: a 4-step run continued to 8 steps equals an 8-step run, and nothing trains twice."""
-    base = [a for a in TINY] + ["--cache", str(tmp_path / "cache"), "--isolation", "inline"]
+    base = TINY + ["--cache", str(tmp_path / "cache"), "--isolation", "inline"]
     base[base.index("--seeds") + 1] = "0"
     short = base + ["--out", str(tmp_path / "q.md")]
     assert q.main(short) == 0
@@ -238,7 +238,7 @@ def test_extend_continues_each_run_to_a_longer_budget_as_a_fresh_run_of_it(tmp_p
     first_four = stats.read_text()
 
     def longer(*extra: str) -> list[str]:
-        argv = [a for a in short]
+        argv = list(short)
         argv[argv.index("--budget-steps") + 1] = "8"
         argv[argv.index("--fractions") + 1] = "0.25,0.5,1"
         argv[argv.index("--recipes") + 1] = "reference"

@@ -14,16 +14,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["balanced_l1_loss", "input_rarity_weights"]
+from .semantic import colour_keys
 
-LEVELS = 256  # the input is quantised to 8 bits per channel to find equal colours
+__all__ = ["balanced_l1_loss", "input_rarity_weights"]
 
 
 def input_rarity_weights(cond: torch.Tensor, balance: float) -> torch.Tensor:
     """[B, 1, H, W] weights, mean 1 per image, from the condition `cond` ([B, C, H, W] in [-1, 1], C <= 3)."""
-    b, c, h, w = cond.shape  # c <= 3 (config.validate): the key of a colour fits in 24 bits
-    levels = ((cond.detach().float().clamp(-1, 1) + 1) * (LEVELS - 1) / 2).round().long()
-    keys = sum(levels[:, i] * LEVELS ** i for i in range(c)).reshape(b, h * w)
+    b, _, h, w = cond.shape  # at most 3 channels (config.validate): a colour's key fits in 24 bits
+    keys = colour_keys(cond).reshape(b, h * w)
     weights = torch.empty(b, h * w, device=cond.device)
     for i in range(b):
         _, inverse, counts = torch.unique(keys[i], return_inverse=True, return_counts=True)

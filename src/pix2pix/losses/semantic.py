@@ -15,16 +15,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE", "class_balance_weights", "off_palette_share", "palette_ids", "segmentation_adversarial_loss"]
+__all__ = ["IGNORE", "class_balance_weights", "colour_keys", "off_palette_share", "palette_ids",
+           "segmentation_adversarial_loss"]
 
 IGNORE = -1  # pixels of no class (the label set's void colour): weight 0
 
 
+def colour_keys(cond: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] int64: each pixel's colour in `cond` ([B, C <= 3, H, W] in [-1, 1]) at 8 bits per channel, packed
+    with channel 0 highest, so equal colours have equal keys and a 3-channel key reads back as RGB."""
+    levels = ((cond.detach().float().clamp(-1, 1) + 1) * 127.5).round().long()
+    keys = levels[:, 0]
+    for i in range(1, levels.shape[1]):
+        keys = (keys << 8) | levels[:, i]
+    return keys
+
+
 def _nearest_colours(cond: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(each distinct colour's nearest palette id, its RGB distance to it, each pixel's distinct-colour index)."""
-    levels = ((cond.detach().float().clamp(-1, 1) + 1) * 127.5).round().long()
-    keys = (levels[:, 0] << 16) | (levels[:, 1] << 8) | levels[:, 2]
-    colours, inverse = torch.unique(keys, return_inverse=True)  # a label map has few, even after resizing
+    colours, inverse = torch.unique(colour_keys(cond), return_inverse=True)  # a label map has few, even after resizing
     rgb = torch.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1).float()
     distance, nearest = torch.cdist(rgb, palette.to(device=cond.device, dtype=torch.float32)).min(1)
     return nearest, distance, inverse

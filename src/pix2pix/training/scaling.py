@@ -15,6 +15,7 @@ resumed) and calls the wrapped ones (`g`, `d`, `e`: the same parameters) in its 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -71,9 +72,18 @@ def init_distributed(cfg: Config) -> tuple[DistContext, torch.device]:
     return DistContext(rank, world, local_rank), device
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(*, finished: bool) -> None:
+    """Leave the process group; after a finished run, only once every process has finished.
+
+    A process that tears down its gloo connections while a peer still works (rank 0 writes the
+    report) aborts now and then at exit ("terminate called without an active exception").
+    """
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    gc.collect()  # DDP reducers caught in reference cycles hold the group: free them while Python is whole
+    dist.destroy_process_group()
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, torch.Tensor]:

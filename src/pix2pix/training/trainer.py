@@ -415,12 +415,15 @@ def train(cfg: Config, *, resume: str | Path | None = None, dry_run: bool = Fals
     check_trainable(validate(cfg))
     ctx, device = init_distributed(cfg)
     apply_process_defaults(device)
+    finished = False
     try:
-        return _train(cfg, ctx, device, resume=resume, dry_run=dry_run, progress=progress and ctx.is_main,
-                      log=log if ctx.is_main else (lambda *a, **k: None))
+        result = _train(cfg, ctx, device, resume=resume, dry_run=dry_run, progress=progress and ctx.is_main,
+                        log=log if ctx.is_main else (lambda *a, **k: None))
+        finished = True
+        return result
     finally:
         if ctx.enabled:
-            shutdown_distributed()
+            shutdown_distributed(finished=finished)
 
 
 def _train(cfg: Config, ctx: DistContext, device: torch.device, *, resume: str | Path | None, dry_run: bool,

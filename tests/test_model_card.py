@@ -26,6 +26,13 @@ from pix2pix.training.trainer import load_run_config, train
 FORMAT1 = Path(__file__).parent / "fixtures" / "format1"
 
 
+def _assert_as_made(actual: np.ndarray, fixture: str) -> None:
+    """Equal to the stored output up to float rounding: the fixtures were made on one CPU, and oneDNN picks its
+    kernels by the CPU's instruction set, so another CPU differs in the last bits (~3e-8 seen); a weight or layer
+    that loaded differently moves the output by orders of magnitude more."""
+    np.testing.assert_allclose(actual, np.load(FORMAT1 / fixture), rtol=0, atol=1e-6)
+
+
 def _card_error(tmp_path: Path, config: object) -> str:
     model = tmp_path / "model"
     shutil.rmtree(model, ignore_errors=True)
@@ -48,14 +55,14 @@ def test_format1_pix2pix_model_translates_as_before():
     assert card.family == "pix2pix" and card.provenance.step == 4
     assert (card.data.preprocess, card.data.load_size, card.data.crop_size) == ("resize_and_crop", 34, 32)
     x = torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32)
-    assert np.array_equal(translator.translate_tensor(x).numpy(), np.load(FORMAT1 / "pix2pix_expected.npy"))
+    _assert_as_made(translator.translate_tensor(x).numpy(), "pix2pix_expected.npy")
 
 
 def test_format1_imported_model_keeps_its_source_and_direction():
     translator = load_translator(FORMAT1 / "imported_resnet", device="cpu")
     assert translator.card.data.direction == "BtoA" and translator.card.provenance.source == "latest_net_G.pth"
     x = torch.linspace(-1, 1, 3 * 20 * 28).reshape(1, 3, 20, 28)
-    assert np.array_equal(translator.translate_tensor(x).numpy(), np.load(FORMAT1 / "imported_expected.npy"))
+    _assert_as_made(translator.translate_tensor(x).numpy(), "imported_expected.npy")
 
 
 def test_format1_pix2pixhd_model_with_features_and_clusters_translates_as_before():
@@ -68,9 +75,9 @@ def test_format1_pix2pixhd_model_with_features_and_clusters_translates_as_before
     inst = torch.from_numpy(np.asarray(Image.open(FORMAT1 / "inst.png")).astype(np.int64))[None, None]
     for mode in ("cluster", "zero"):
         out = translator.translate_tensor(label, inst, features=mode)
-        assert np.array_equal(out.numpy(), np.load(FORMAT1 / f"pix2pixhd_expected_{mode}.npy")), mode
+        _assert_as_made(out.numpy(), f"pix2pixhd_expected_{mode}.npy")
     out = translator.translate_tensor(label, inst, features="cluster", choices={int(inst.max()): 1})
-    assert np.array_equal(out.numpy(), np.load(FORMAT1 / "pix2pixhd_expected_choice.npy"))
+    _assert_as_made(out.numpy(), "pix2pixhd_expected_choice.npy")
 
 
 @pytest.mark.parametrize("name", ["pix2pix_run", "pix2pixhd_run"])
@@ -89,7 +96,10 @@ def test_format1_runs_resume_to_the_same_losses(name, tmp_path):
     cfg.data.root = str(data)
     train(cfg, resume=run, log=lambda *a: None)
     expected = json.loads((FORMAT1 / "resumed_losses.json").read_text())[name]
-    assert [r["losses"] for r in read_stats(run / "stats.jsonl") if r["step"] > 4] == expected
+    resumed = [r["losses"] for r in read_stats(run / "stats.jsonl") if r["step"] > 4]
+    assert len(resumed) == len(expected)
+    for r, e in zip(resumed, expected, strict=True):  # same keys, values up to float rounding (see _assert_as_made)
+        assert r == pytest.approx(e, rel=1e-5, abs=1e-7)
     assert ModelCard.read(run / "model").to_dict()["format_version"] == FORMAT_VERSION  # re-saved as format 2
 
 

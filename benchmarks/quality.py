@@ -12,7 +12,8 @@ street world of `pix2pix data synth`, label|photo pairs, AtoB):
 1. Prepares the data in a cache folder outside the repository (`--cache`, default
    ~/.cache/pix2pix/quality): train/, val/ and test/ folders of symbolic links to the original
    files (never copies), with `--facades-val` / `--synthetic-val` training pairs held out as val/
-   (chosen by `--split-seed`). Runs are scored on test/ (`--split val` to tune on val instead).
+   (chosen by `--split-seed`); the synthetic splits' instance maps beside them ({split}_inst/).
+   Runs are scored on test/ (`--split val` to tune on val instead).
 2. Trains one segmenter per dataset on the real training photos (`pix2pix.evaluation.segmenter`,
    fixed seed, steps, size), cached under a key of those settings.
 3. Trains every recipe (`RECIPES` below, or `--recipe-set`) for every seed in its own subprocess
@@ -234,7 +235,8 @@ def prepare_facades(source: Path, cache: Path, val_count: int, split_seed: int) 
 
 
 def prepare_synthetic(cache: Path, num: int, size: int, seed: int, val_count: int, split_seed: int) -> Prepared:
-    """The synthetic world (`pix2pix data synth`) written once into the cache; its AB/ pairs linked into splits."""
+    """The synthetic world (`pix2pix data synth`) written once into the cache; its AB/ pairs and instance maps
+    linked into splits."""
     from pix2pix.data.images import list_images
     from pix2pix.data.synthetic import write_synthetic_dataset
     from pix2pix.io.atomic import write_json
@@ -250,6 +252,14 @@ def prepare_synthetic(cache: Path, num: int, size: int, seed: int, val_count: in
     splits = {"train": kept, "test": test, **({"val": val} if val else {})}
     if not (root / "ready.json").is_file():
         _link_splits(root, splits, {"world": str(world), "val_count": val_count, "split_seed": split_seed})
+    for split, files in splits.items():  # {split}_inst/ beside each split, for recipes with data.instance_edges
+        if not (root / f"{split}_inst").is_dir():
+            source, partial = world / ("test_inst" if split == "test" else "train_inst"), root / f".{split}_inst"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            for f in files:
+                (partial / f.name).symlink_to((source / f.name).resolve())
+            partial.rename(root / f"{split}_inst")
     return Prepared("synthetic", root, "AtoB", str(world / "classes.json"), "A", {k: len(v) for k, v in splits.items()},
                     key, f"pix2pix data synth --num {num} --size {size} --seed {seed}")
 

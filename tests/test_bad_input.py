@@ -269,7 +269,11 @@ def test_translate_16bit_label_map_with_ids_out_of_range(bad_files, tmp_path, ca
 
 def test_translate_options_of_the_other_family(world, tmp_path, capsys):
     fails(capsys, ["translate", str(world / "AB" / "test"), "--model", str(P2P_MODEL), "-o", str(tmp_path / "o"),
-                   "--instances", str(world / "test_inst")], "instance_dir", "pix2pix model")
+                   "--features", "zero"], "features", "pix2pix model")
+    # pix2pix takes instance maps only when trained with data.instance_edges (tests/test_instance_edges.py)
+    fails(capsys, ["translate", str(world / "AB" / "test"), "--model", str(P2P_MODEL), "-o", str(tmp_path / "o"),
+                   "--instances", str(world / "test_inst")], "--instances", "trained without instance maps")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 # ----------------------------------------------------------------------------- eval

@@ -369,3 +369,16 @@ def test_facades_val_split_is_fixed_and_made_of_links(tmp_path):
             assert path.is_symlink() and path.resolve().parent == origin.resolve()
     with pytest.raises(Exception, match="cannot hold out 10 of 10"):
         q.prepare_facades(source, tmp_path / "c4", 10, 0)
+
+
+def test_synthetic_splits_have_their_instance_maps_beside_them(measured):
+    """data.instance_edges recipes read {split}_inst/NAME.png: each split's maps link to the world's, name by name."""
+    work, _ = measured
+    root = Path(_raw(work)["datasets"]["synthetic"]["root"])
+    world = root.parent
+    for split in ("train", "val", "test"):
+        names = sorted(p.name for p in (root / split).iterdir())
+        inst = sorted((root / f"{split}_inst").iterdir())
+        assert [p.name for p in inst] == names and names
+        origin = world / ("test_inst" if split == "test" else "train_inst")
+        assert all(p.is_symlink() and p.resolve() == (origin / p.name).resolve() for p in inst)

@@ -45,6 +45,7 @@ class DataConfig:
     color_space: str = "rgb"  # rgb, or lab for the colorization layout (A = L, B = ab)
     max_items: int = 0  # use only the first N pairs (0: all)
     num_workers: int = -1  # data-loading worker processes (persistent); -1: min(4, CPUs / 2 - 1), 0 on 2 CPUs
+    instance_edges: bool = False  # pix2pix: the boundaries of {phase}_inst/ maps as one more input channel
     # pix2pixHD inputs ({phase}_label, {phase}_inst, {phase}_img folders)
     label_nc: int = 35  # classes of the label maps (one-hot channels); 0: the input is an RGB image
     label_set: str = ""  # names and palette: cityscapes | ade20k | coco_stuff | a classes.json path
@@ -416,6 +417,11 @@ def validate(cfg: Config) -> Config:
                           f"a colour-coded label map input: it needs model.family=pix2pix (got {m.family!r}), "
                           f"model.in_channels=3 (got {m.in_channels}) and 1- or 3-channel outputs (got "
                           f"{m.out_channels}); drop it.")
+    if d.instance_edges and (m.family != "pix2pix" or d.layout == "colorization" or m.in_channels not in (1, 3)):
+        raise ConfigError(f"data.instance_edges=true adds instance boundaries to pix2pix's label-map input: it needs "
+                          f"model.family=pix2pix (got {m.family!r}), a 1- or 3-channel input (got "
+                          f"model.in_channels={m.in_channels}) and not the colorization layout (pix2pixHD has its "
+                          "own data.use_instance); drop it.")
     if t.load_global and (m.family != "pix2pixhd" or m.generator != "local"):
         raise ConfigError(f"train.load_global={t.load_global!r} initialises a pix2pixHD local enhancer, but "
                           f"model.family={m.family!r}, model.generator={m.generator!r}: drop it, or train "

@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     hd = p.add_argument_group("pix2pixHD models (label maps in)")
     hd.add_argument("--instances", metavar="DIR",
                     help="instance maps, matched to the label files by name or Cityscapes prefix (default: a "
-                         "{phase}_inst/ folder beside {phase}_label/, else the label map itself)")
+                         "{phase}_inst/ folder beside {phase}_label/, else the label map itself); also for pix2pix "
+                         "models trained with data.instance_edges (default: each colour region is one instance)")
     hd.add_argument("--features", choices=["cluster", "random", "encode", "zero"],
                     help="instance features of models trained with the encoder: a cluster centre (default), a "
                          "random cluster, the encoding of --style-images, or zeros")

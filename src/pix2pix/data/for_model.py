@@ -42,6 +42,6 @@ def model_dataset(card: ModelCard, root: str | Path, phase: str = "test", *, tes
                             require_images=require_images,
                             palette=label_set.palette_array if label_set is not None else None, label_set=label_set)
     data = DataConfig(direction=g.direction, layout=g.layout, color_space=g.color_space, preprocess=mode,
-                      load_size=load, crop_size=crop, flip=False)
-    return PairedDataset(root, phase, data=data, in_channels=card.in_channels, out_channels=card.out_channels,
+                      load_size=load, crop_size=crop, flip=False, instance_edges=g.instance_edges)
+    return PairedDataset(root, phase, data=data, in_channels=card.image_channels, out_channels=card.out_channels,
                          train=False)

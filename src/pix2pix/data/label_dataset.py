@@ -140,7 +140,7 @@ def _unpaired_error(missing: dict[str, list[Path]]) -> DataError:
     )
 
 
-def _ids_tensor(img: Image.Image, path: Path, what: str, palette: np.ndarray | None) -> torch.Tensor:
+def map_ids_tensor(img: Image.Image, path: Path, what: str, palette: np.ndarray | None) -> torch.Tensor:
     """A map from `open_map` (after transforms) -> LongTensor [1, H, W]."""
     arr = np.asarray(img)
     if arr.ndim == 3:
@@ -298,10 +298,10 @@ class LabelDataset(Dataset):
         if self.label_nc == 0:
             out["label"] = image_to_tensor(convert_channels(apply_params(label_img, params), 3, item.label))
         else:
-            ids = _ids_tensor(apply_params(label_img, params, Image.NEAREST), item.label, "label", self.palette)
+            ids = map_ids_tensor(apply_params(label_img, params, Image.NEAREST), item.label, "label", self.palette)
             out["label"] = map_label_ids(ids, self.label_nc, ignore_index=self.ignore_index, label_set=self.label_set)
         if inst_img is not None:
-            out["instance"] = _ids_tensor(apply_params(inst_img, params, Image.NEAREST), item.instance,
+            out["instance"] = map_ids_tensor(apply_params(inst_img, params, Image.NEAREST), item.instance,
                                           "instance", None)
         if photo is not None:
             out["image"] = image_to_tensor(apply_params(photo, params))
@@ -317,7 +317,7 @@ def _file_ids(dataset: LabelDataset, item: LabelItem) -> set[int]:
     arr = np.asarray(img)
     if arr.dtype == np.uint8 and arr.ndim == 2:  # the common case: a histogram is much faster than a sort
         return {int(v) for v in np.flatnonzero(np.bincount(arr.ravel(), minlength=256))}
-    ids = _ids_tensor(img, item.label, "label", dataset.palette)
+    ids = map_ids_tensor(img, item.label, "label", dataset.palette)
     return {int(v) for v in np.unique(ids.numpy())}
 
 

@@ -1,9 +1,12 @@
 """Paired datasets for pix2pix: A|B side-by-side images, A/ and B/ folders, colorization.
 
 Each item is a dict with the input `A`, the target `B` (float tensors in [-1, 1],
-after the direction swap) and `path`. A key may be an index or `(index, seed)`: the
-seed makes the random crop and flip of that item reproducible, which is what lets an
-interrupted run resume exactly (see training/sampling.py).
+after the direction swap) and `path`. With `data.instance_edges`, `A` has one more channel:
+the boundaries of the pair's instance map (`instance_folder`), -1 inside objects and 1 on
+the line between two of them, so that touching objects of one class stay apart.
+A key may be an index or `(index, seed)`: the seed makes the random crop and flip of that
+item reproducible, which is what lets an interrupted run resume exactly (see
+training/sampling.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from torch.utils.data import Dataset
 from ..config import DataConfig, ModelConfig
 from ..errors import DataError
 from .color import lab_image_tensors
-from .images import convert_channels, image_to_tensor, list_images, open_image
+from .images import convert_channels, image_to_tensor, list_images, open_image, open_map
+from .label_dataset import map_ids_tensor
+from .labels import boundary_map
 from .layout import detect_layout, find_pairs, folder_pair_dirs
-from .transforms import apply_params, sample_params
+from .transforms import TransformParams, apply_params, sample_params
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,33 @@ def find_items(root: str | Path, phase: str, layout: str = "auto") -> tuple[str,
     return layout, items
 
 
+def instance_folder(root: Path, phase: str) -> Path:
+    """Where the instance maps of `phase` are: root/{phase}_inst/, or beside root (`pix2pix data synth` writes
+    AB/{phase}/ next to {phase}_inst/)."""
+    for folder in (root / f"{phase}_inst", root.parent / f"{phase}_inst"):
+        if folder.is_dir():
+            return folder
+    raise DataError(f"data.instance_edges needs instance maps in {root / f'{phase}_inst'} (or "
+                    f"{root.parent / f'{phase}_inst'}), one per pair with the same name: add them, or drop "
+                    "data.instance_edges.")
+
+
+def edge_channel(instance_ids: torch.Tensor) -> torch.Tensor:
+    """Instance ids [1, H, W] -> the boundary map as an input channel [1, H, W]: 1 on boundaries, -1 elsewhere
+    (the [-1, 1] range of the other input channels)."""
+    return boundary_map(instance_ids[None])[0] * 2 - 1
+
+
+def color_region_ids(image: torch.Tensor) -> torch.Tensor:
+    """A label map [C, H, W] in [-1, 1] -> one id per colour [1, H, W]: each region taken as one instance
+    (what an instance-edge model gets without an instance map; touching objects of one class merge)."""
+    levels = ((image.float() + 1) * 127.5).round().long().clamp(0, 255)
+    ids = torch.zeros_like(levels[:1])
+    for channel in levels:
+        ids = ids * 256 + channel
+    return ids
+
+
 class PairedDataset(Dataset):
     """Input/target pairs for pix2pix training and evaluation."""
 
@@ -78,6 +110,16 @@ class PairedDataset(Dataset):
         if self.layout == "colorization" and self.cfg.color_space == "lab" and (in_channels, out_channels) != (1, 2):
             raise DataError(f"{self.root}: Lab colorization maps L (1 channel) to ab (2 channels); "
                             "set model.in_channels=1 and model.out_channels=2 (the 'colorization' preset does).")
+        self.instances: list[Path] = []
+        if self.cfg.instance_edges:
+            folder = instance_folder(self.root, phase)
+            by_stem = {p.stem: p for p in list_images(folder)}
+            missing = [it.a for it in self.items if it.a.stem not in by_stem]
+            if missing:
+                raise DataError(f"{missing[0]} has no instance map {folder / (missing[0].stem + '.png')} "
+                                f"({len(missing)} of {len(self.items)} pairs lack one): data.instance_edges needs "
+                                "one per pair with the same name; add them, or drop data.instance_edges.")
+            self.instances = [by_stem[it.a.stem] for it in self.items]
 
     @classmethod
     def from_config(cls, data: DataConfig, model: ModelConfig, phase: str = "train", train: bool = True,
@@ -112,6 +154,7 @@ class PairedDataset(Dataset):
         if img_a.size != img_b.size:
             raise DataError(f"{item.a} is {img_a.size[0]}x{img_a.size[1]} but its partner {item.b} is "
                             f"{img_b.size[0]}x{img_b.size[1]}: the two images of a pair must have the same size.")
+        img_size = img_a.size
         rng = random.Random(seed) if self.train else None
         if self.train and seed is None:
             rng = random.Random()
@@ -125,7 +168,17 @@ class PairedDataset(Dataset):
                 img_a, img_b = img_b, img_a
             inp = image_to_tensor(convert_channels(img_a, self.in_channels, item.a))
             target = image_to_tensor(convert_channels(img_b, self.out_channels, item.b or item.a))
+        if self.instances:
+            inp = torch.cat([inp, self._edges(index, img_size, params)])
         return {"A": inp, "B": target, "path": str(item.a)}
+
+    def _edges(self, index: int, size: tuple[int, int], params: TransformParams) -> torch.Tensor:
+        path = self.instances[index]
+        inst = open_map(path)
+        if inst.size != size:
+            raise DataError(f"{path} is {inst.size[0]}x{inst.size[1]} but its pair's images are {size[0]}x{size[1]}: "
+                            "an instance map must have the size of the label map it belongs to.")
+        return edge_channel(map_ids_tensor(apply_params(inst, params, Image.NEAREST), path, "instance", None))
 
     def _colorization_tensors(self, img: Image.Image, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = convert_channels(img, 3, path)

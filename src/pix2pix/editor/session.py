@@ -373,7 +373,8 @@ class EditorModel:
                 out = self.translator.translate_tensor(lab, inst, features=self._features_mode(), choices=choices)
                 photo = tensor_to_array(out[0])
             else:
-                photo = np.asarray(self.translator(Image.fromarray(self.palette[label])).convert("RGB"))
+                ids = Image.fromarray(instance.astype(np.int32)) if self.inputs.instances else None  # its edges
+                photo = np.asarray(self.translator(Image.fromarray(self.palette[label]), ids).convert("RGB"))
             return photo, time.perf_counter() - start
 
     @torch.no_grad()

@@ -23,10 +23,20 @@ from tqdm import tqdm
 
 from ..data.color import lab_channels_to_rgb, lab_image_tensors
 from ..data.for_model import model_dataset, test_geometry
-from ..data.images import convert_channels, image_to_tensor, load_image, save_image, tensor_to_image
+from ..data.images import (
+    convert_channels,
+    image_to_tensor,
+    list_images,
+    load_image,
+    open_map,
+    save_image,
+    tensor_to_image,
+)
+from ..data.label_dataset import map_ids_tensor
 from ..data.label_sets import read_label_ids
+from ..data.paired import color_region_ids, edge_channel
 from ..data.transforms import apply_params, sample_params
-from ..errors import ConfigError, Pix2PixError
+from ..errors import ConfigError, DataError, Pix2PixError
 from ..io.model_card import ModelCard, NetworkSpec
 from ..models import run_padded
 from ..runtime import as_device
@@ -58,7 +68,7 @@ class Translator(BaseTranslator):
 
     family = "pix2pix"
     load_options = frozenset({"paper_mode", "backend"})
-    file_options = frozenset({"batch_size"})
+    file_options = frozenset({"batch_size", "instance_dir"})
 
     def __init__(self, generator: nn.Module, card: ModelCard | None = None, *, device: str | torch.device = "auto",
                  paper_mode: bool = False) -> None:
@@ -66,6 +76,8 @@ class Translator(BaseTranslator):
         self.generator = generator.to(self.device).eval()
         self.card = card or getattr(generator, "card", None) or ModelCard(generator=NetworkSpec.of(generator))
         self.in_channels, self.out_channels = self.card.in_channels, self.card.out_channels
+        self.instance_edges = self.card.data.instance_edges  # the last input channel is an instance boundary map
+        self.image_channels = self.card.image_channels
         self.lab = self.card.data.color_space == "lab"
         self.colorization = self.card.data.layout == "colorization"
         self.paper_mode = paper_mode
@@ -84,17 +96,31 @@ class Translator(BaseTranslator):
         return translator
 
     def inputs(self) -> ModelInputs:
-        return ModelInputs("pix2pix", self.in_channels, self.out_channels)
+        return ModelInputs("pix2pix", self.image_channels, self.out_channels, instances=self.instance_edges)
 
     # -- input and output conversion -------------------------------------------------------------
-    def image_to_input(self, img: Image.Image, source: str | Path = "<image>") -> torch.Tensor:
-        """A PIL image as the generator's input tensor [C, H, W]."""
+    def image_to_input(self, img: Image.Image, source: str | Path = "<image>",
+                       instance: Image.Image | None = None) -> torch.Tensor:
+        """A PIL image as the generator's input tensor [C, H, W]. An instance-edge model also takes the
+        instance map (ids, e.g. from `open_map`); without one, each colour region counts as one instance."""
         if self.lab:
             return lab_image_tensors(np.asarray(convert_channels(img, 3, source)))[0]
         if self.colorization:
             gray = image_to_tensor(convert_channels(img, 1, source))
             return gray.expand(self.in_channels, -1, -1).clone()
-        return image_to_tensor(convert_channels(img, self.in_channels, source))
+        tensor = image_to_tensor(convert_channels(img, self.image_channels, source))
+        if not self.instance_edges:
+            if instance is not None:
+                raise ConfigError(f"{self.describe()} was trained without instance maps: drop the instance map.")
+            return tensor
+        if instance is None:
+            ids = color_region_ids(tensor)
+        elif instance.size != img.size:
+            raise DataError(f"the instance map of {source} is {instance.size[0]}x{instance.size[1]}, the image "
+                            f"{img.size[0]}x{img.size[1]}: they must have the same size.")
+        else:
+            ids = map_ids_tensor(instance, Path(str(source)), "instance", None)
+        return torch.cat([tensor, edge_channel(ids)])
 
     def output_to_image(self, out: torch.Tensor, inp: torch.Tensor) -> Image.Image:
         if self.lab:
@@ -112,8 +138,9 @@ class Translator(BaseTranslator):
         with ctx:
             return run_padded(self.generator, batch)
 
-    def __call__(self, image: ImageLike) -> ImageLike:  # type: ignore[override]
-        """Translate one image: PIL -> PIL, uint8/float array -> uint8 array, tensor -> tensor."""
+    def __call__(self, image: ImageLike, instance: Image.Image | None = None) -> ImageLike:  # type: ignore[override]
+        """Translate one image: PIL -> PIL, uint8/float array -> uint8 array, tensor -> tensor (with every input
+        channel, the boundary map included). `instance`: an instance-edge model's instance map."""
         if isinstance(image, torch.Tensor):
             single = image.dim() == 3
             out = self.translate_tensor(image[None] if single else image)
@@ -122,21 +149,24 @@ class Translator(BaseTranslator):
             arr = image
             if arr.dtype != np.uint8:
                 arr = np.clip(np.asarray(arr, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.asarray(self(Image.fromarray(arr)))
+            return np.asarray(self(Image.fromarray(arr), instance))
         if isinstance(image, Image.Image):
-            inp = self.image_to_input(image)
+            inp = self.image_to_input(image, instance=instance)
             out = self.translate_tensor(inp[None])[0]
             return self.output_to_image(out, inp)
         raise Pix2PixError(f"cannot translate a {type(image).__name__}: pass a PIL image, a numpy array or a tensor.")
 
     def translate_files(self, paths: Sequence[Path], out_dir: str | Path, *, progress: bool = False,
-                        log: Callable[[str], None] | None = None, batch_size: int = 1) -> list[Path]:
-        """Translate image files into `out_dir` (as PNG, same stem); consecutive images of one size share batches."""
+                        log: Callable[[str], None] | None = None, batch_size: int = 1,
+                        instance_dir: str | Path | None = None) -> list[Path]:
+        """Translate image files into `out_dir` (as PNG, same stem); consecutive images of one size share batches.
+        `instance_dir`: an instance-edge model's instance maps, matched by file name."""
         if int(batch_size) < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1.")
+        instances = self._instance_files(paths, instance_dir, log)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        channels = 3 if (self.lab or self.colorization) else self.in_channels
+        channels = 3 if (self.lab or self.colorization) else self.image_channels
         written: list[Path] = []
         pending: list[tuple[Path, torch.Tensor]] = []
 
@@ -149,13 +179,33 @@ class Translator(BaseTranslator):
             pending.clear()
 
         for p in tqdm(paths, disable=not progress, unit="img"):
-            t = self.image_to_input(load_image(p, channels), p)
+            inst = open_map(instances[p]) if p in instances else None
+            t = self.image_to_input(load_image(p, channels), p, inst)
             if pending and (t.shape != pending[0][1].shape or len(pending) == batch_size):
                 flush()
             pending.append((p, t))
         if pending:
             flush()
         return written
+
+    def _instance_files(self, paths: Sequence[Path], instance_dir: str | Path | None,
+                        log: Callable[[str], None] | None) -> dict[Path, Path]:
+        if instance_dir is None:
+            if self.instance_edges and log is not None:
+                log("no --instances: each colour region of the label maps counts as one instance, so touching "
+                    "objects of one class merge; pass the instance maps for their boundaries")
+            return {}
+        if not self.instance_edges:
+            raise ConfigError(f"--instances {instance_dir}: this model was trained without instance maps; drop it.")
+        folder = Path(instance_dir)
+        if not folder.is_dir():
+            raise ConfigError(f"--instances {folder}: no such folder.")
+        by_stem = {p.stem: p for p in list_images(folder)}
+        missing = [p for p in paths if Path(p).stem not in by_stem]
+        if missing:
+            raise DataError(f"{missing[0]} has no instance map of the same name in {folder} ({len(missing)} of "
+                            f"{len(paths)} images lack one): add them, or drop --instances.")
+        return {p: by_stem[Path(p).stem] for p in paths}
 
     def test_pairs(self, root: str | Path, phase: str = "test", *, label_set: Any = None,
                    progress: bool = False) -> Iterator[TestPair]:
@@ -174,6 +224,7 @@ class Translator(BaseTranslator):
                 full = read_label_ids(raw, label_set).numpy().astype(np.int32)
                 params = sample_params(raw.size, mode, load, crop, flip=False, rng=None, source=item["path"])
                 ids = np.asarray(apply_params(Image.fromarray(full), params, Image.NEAREST)).astype(np.int64)
-            shown = item["A"] if item["A"].shape[0] in (1, 3) else item["A"][:1]
+            image = item["A"][: self.image_channels]
+            shown = image if image.shape[0] in (1, 3) else image[:1]
             yield TestPair(Path(item["path"]).stem, tensor_to_image(shown), self.output_to_image(fake, item["A"]),
                            self.output_to_image(item["B"], item["A"]), ids)

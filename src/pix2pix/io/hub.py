@@ -184,8 +184,9 @@ def _what_it_translates(card: ModelCard) -> list[str]:
         return lines
     colour = "Lab (L in, ab out)" if d.color_space == "lab" else "RGB"
     side = "A" if d.direction == "AtoB" else "B"
-    return [f"pix2pix: a {card.in_channels}-channel image in, a {card.out_channels}-channel image out ({colour}); "
-            f"trained {d.direction}: the input is the {side} side of the A|B training pairs."]
+    edges = " plus its instance map's boundaries (`--instances`)" if d.instance_edges else ""
+    return [f"pix2pix: a {card.image_channels}-channel image{edges} in, a {card.out_channels}-channel image out "
+            f"({colour}); trained {d.direction}: the input is the {side} side of the A|B training pairs."]
 
 
 def readme_for(card: ModelCard, repo_id: str, revision: str | None = None) -> str:

@@ -144,13 +144,15 @@ class DataGeometry:
     direction: str = "AtoB"  # pix2pix A|B data: which side is the input
     color_space: str = "rgb"  # rgb, or lab (input L, output ab)
     layout: str = "auto"  # the training data's layout (colorization: the input is the gray image)
+    instance_edges: bool = False  # pix2pix: the input's last channel is an instance boundary map
 
     @classmethod
     def read(cls, f: _Fields) -> DataGeometry:
         crop = f.int("crop_size", 256, minimum=1)
         return cls(preprocess=f.str("preprocess", "none", _PREPROCESS), load_size=f.int("load_size", crop, minimum=1),
                    crop_size=crop, direction=f.str("direction", "AtoB", ("AtoB", "BtoA")),
-                   color_space=f.str("color_space", "rgb", ("rgb", "lab")), layout=f.str("layout", "auto"))
+                   color_space=f.str("color_space", "rgb", ("rgb", "lab")), layout=f.str("layout", "auto"),
+                   instance_edges=f.bool("instance_edges", False))
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,11 @@ class ModelCard:
         return self.generator.in_channels if self.generator is not None else 3
 
     @property
+    def image_channels(self) -> int:
+        """The input image's channels: `in_channels` less the instance boundary channel, if any."""
+        return self.in_channels - int(self.data.instance_edges)
+
+    @property
     def out_channels(self) -> int:
         return self.generator.out_channels if self.generator is not None else 3
 
@@ -265,6 +272,10 @@ class ModelCard:
         elif self.labels is not None:
             raise CheckpointError(f"{source}: field 'labels' belongs to pix2pixHD models; this card's family is "
                                   f"{self.family!r}.")
+        if self.data.instance_edges and (self.family != "pix2pix" or self.image_channels not in (1, 3)):
+            raise CheckpointError(f"{source}: field 'data.instance_edges' is true, so 'generator.in_channels' must be "
+                                  f"a 1- or 3-channel image plus the boundary channel (got {self.in_channels}, family "
+                                  f"{self.family!r}): the card is inconsistent; re-save the model.")
         return self
 
     # -- (de)serialisation ------------------------------------------------------------------------

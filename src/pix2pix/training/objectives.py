@@ -187,7 +187,8 @@ class Objective:
         d = self.cfg.data
         return ModelCard(family=self.cfg.model.family, labels=self.label_spec(),
                          data=DataGeometry(preprocess=d.preprocess, load_size=d.load_size, crop_size=d.crop_size,
-                                           direction=d.direction, color_space=d.color_space, layout=d.layout),
+                                           direction=d.direction, color_space=d.color_space, layout=d.layout,
+                                           instance_edges=d.instance_edges),
                          provenance=Provenance(step=step, preset=self.cfg.preset, recipe=recipe_of(self.cfg.to_dict()),
                                                created=utc_now()))
 
@@ -198,15 +199,21 @@ class Objective:
 # ----------------------------------------------------------------------------------------------- pix2pix
 
 
+def pix2pix_input_channels(cfg: Config) -> int:
+    """G's input: the image's channels, plus the instance boundary map with data.instance_edges."""
+    return cfg.model.in_channels + int(cfg.data.instance_edges)
+
+
 def build_generator(cfg: Config) -> nn.Module:
     m = cfg.model
-    return create_generator(m.generator, m.in_channels, m.out_channels, init=m.init, init_gain=m.init_gain,
-                            ngf=m.ngf, norm=m.norm, dropout=m.dropout, upsample=m.upsample, **m.generator_kwargs)
+    return create_generator(m.generator, pix2pix_input_channels(cfg), m.out_channels, init=m.init,
+                            init_gain=m.init_gain, ngf=m.ngf, norm=m.norm, dropout=m.dropout, upsample=m.upsample,
+                            **m.generator_kwargs)
 
 
 def build_discriminator(cfg: Config) -> nn.Module:
     m = cfg.model
-    d_in = m.in_channels + m.out_channels if m.conditional_d else m.out_channels
+    d_in = pix2pix_input_channels(cfg) + m.out_channels if m.conditional_d else m.out_channels
     return create_discriminator(m.discriminator, d_in, init=m.init, init_gain=m.init_gain, ndf=m.ndf,
                                 n_layers=m.n_layers_d, norm=m.norm)
 
@@ -250,13 +257,18 @@ class Pix2PixObjective(Objective):
     def d_input(self, cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return torch.cat([cond, image], 1) if self.conditional else image
 
+    def image_part(self, cond: torch.Tensor) -> torch.Tensor:
+        """The input's image channels, without the instance boundary channel of data.instance_edges."""
+        return cond[:, : self.cfg.model.in_channels]
+
     def prepare(self, batch: dict[str, Any], to_device: Any) -> Pair:
         pair = Pair(to_device(batch["A"]), to_device(batch["B"]) if "B" in batch else None)
         if self.seg_labels is not None:
             ls, palette = self.seg_labels, torch.as_tensor(self.seg_labels.palette_array)
+            colours = self.image_part(pair.cond)
             if not self._seg_input_checked:
-                self._check_label_map_input(pair.cond, palette, batch.get("path", ["the first batch"])[0])
-            ids = palette_ids(pair.cond, palette, ls.ignore_id)
+                self._check_label_map_input(colours, palette, batch.get("path", ["the first batch"])[0])
+            ids = palette_ids(colours, palette, ls.ignore_id)
             pair.cache.update(seg_ids=ids, seg_weights=class_balance_weights(ids, ls.label_nc))
         return pair
 
@@ -300,7 +312,7 @@ class Pix2PixObjective(Objective):
                                                             pair.cache["seg_weights"])
             total = total + lc.lambda_seg * losses["G_seg"]
         if lc.lambda_l1 > 0:
-            losses["G_L1"] = balanced_l1_loss(fake, pair.real, pair.cond, lc.l1_balance)
+            losses["G_L1"] = balanced_l1_loss(fake, pair.real, self.image_part(pair.cond), lc.l1_balance)
             total = total + lc.lambda_l1 * losses["G_L1"]
         if self.vgg is not None:
             losses["G_VGG"] = self.vgg(fake, pair.real)
@@ -515,7 +527,8 @@ def check_input_size(cfg: Config) -> None:
             if m.family == "pix2pix":
                 g = build_generator(narrow)
                 net_d = build_discriminator(narrow) if cfg.loss.lambda_gan > 0 else None
-                g_in, d_in = m.in_channels, (m.in_channels + m.out_channels if m.conditional_d else m.out_channels)
+                g_in = pix2pix_input_channels(cfg)
+                d_in = g_in + m.out_channels if m.conditional_d else m.out_channels
             else:
                 g, _, net_d = build_hd_networks(narrow)
                 g_in, d_in = hd_channels(cfg)

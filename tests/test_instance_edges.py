@@ -23,6 +23,7 @@ from pix2pix.data.transforms import apply_params, sample_params
 from pix2pix.editor.session import EditorModel
 from pix2pix.errors import CheckpointError, ConfigError, DataError
 from pix2pix.inference import Translator, load_translator
+from pix2pix.io.hub import readme_for
 from pix2pix.io.model_card import DataGeometry, ModelCard, NetworkSpec
 from pix2pix.models import create_generator
 from pix2pix.presets import get_preset
@@ -104,6 +105,7 @@ def test_a_run_trains_saves_and_translates_with_the_instance_maps(edge_config, w
     assert card["data"]["instance_edges"] is True and card["generator"]["in_channels"] == 4
     tr = load_translator(run.run_dir / "model", device="cpu")
     assert (tr.in_channels, tr.image_channels) == (4, 3)
+    assert "a 3-channel image plus its instance map's boundaries (`--instances`) in" in readme_for(tr.card, "u/m")
 
     # evaluation reads test_inst/ beside AB/, resized like the label map (nearest), and shows the colours only
     item = for_model.model_dataset(tr.card, world / "AB", "test")[0]

@@ -91,6 +91,17 @@ def aligned_dataset(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """The synthetic world (`pix2pix data synth`), 5 scenes of 40x40: AB/ pairs, pix2pixHD folders with instance
+    maps, classes.json. Made once per module; a module that needs another size defines its own `world`."""
+    from pix2pix.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("world")
+    write_synthetic_dataset(root, num=5, size=40, seed=3)
+    return root
+
+
 @pytest.fixture
 def tiny_config(aligned_dataset: Path, tmp_path: Path):
     from pix2pix.presets import get_preset

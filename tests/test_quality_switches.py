@@ -36,15 +36,6 @@ ALL_AUG = "translation,cutout,color"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from pix2pix.data.synthetic import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("world")
-    write_synthetic_dataset(root, num=5, size=40, seed=3)
-    return root
-
-
 def _hd(world, tmp_path, **train):
     cfg = get_preset("tiny_hd")
     cfg.data.root, cfg.train.runs_dir, cfg.train.device = str(world), str(tmp_path / "runs"), "cpu"

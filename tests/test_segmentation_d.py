@@ -75,15 +75,6 @@ def test_the_segmentation_d_gives_class_and_generated_logits_at_any_size():
     assert torch.equal(*flat)  # without `segment`, the pair D's output itself
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from pix2pix.data.synthetic import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("world")
-    write_synthetic_dataset(root, num=5, size=40, seed=3)
-    return root
-
-
 @pytest.fixture
 def seg_config(world, tmp_path):
     """The tiny preset on the synthetic world's label->photo pairs; its classes.json sits beside AB/."""

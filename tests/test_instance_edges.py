@@ -54,15 +54,6 @@ def test_touching_objects_of_one_class_are_split_by_the_edge_channel():
     assert edge_channel(torch.tensor([[[4, 4], [4, 4]]])).eq(-1).all()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from pix2pix.data.synthetic import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("world")
-    write_synthetic_dataset(root, num=5, size=40, seed=3)
-    return root
-
-
 @pytest.fixture
 def edge_config(world, tmp_path):
     cfg = get_preset("tiny")
@@ -175,6 +166,12 @@ def test_missing_maps_and_misplaced_switches_are_one_line_errors(edge_config, wo
     g = create_generator("unet", 3, 3, ngf=2, num_downs=5)
     with pytest.raises(CheckpointError, match="data.instance_edges"):
         ModelCard(generator=NetworkSpec.of(g), data=DataGeometry(instance_edges=True)).check()
+    g4 = create_generator("unet", 4, 3, ngf=2, num_downs=5)
+    edges = Translator(g4, ModelCard(generator=NetworkSpec.of(g4), data=DataGeometry(instance_edges=True)),
+                       device="cpu")
+    with pytest.raises(DataError, match=r"world_00001.png has no instance map .*\(1 of 2 images lack one\)"):
+        edges.translate_files([tmp_path / "world_00000.png", tmp_path / "world_00001.png"], tmp_path / "o",
+                              instance_dir=copy / "train_inst")
     plain = Translator(g, device="cpu")
     with pytest.raises(ConfigError, match="trained without instance maps"):
         plain.translate_files([], tmp_path / "o", instance_dir=world / "test_inst")

@@ -78,6 +78,17 @@ def instance_folder(root: Path, phase: str) -> Path:
                     "data.instance_edges.")
 
 
+def instance_maps(paths: list[Path], folder: Path, what: str, fix: str) -> list[Path]:
+    """The instance map in `folder` of each of `paths` (`what`: pairs, images), matched by file stem; a missing one
+    is an error ending in `fix`."""
+    by_stem = {p.stem: p for p in list_images(folder)}
+    missing = [p for p in paths if p.stem not in by_stem]
+    if missing:
+        raise DataError(f"{missing[0]} has no instance map {folder / (missing[0].stem + '.png')} ({len(missing)} of "
+                        f"{len(paths)} {what} lack one): {fix}")
+    return [by_stem[p.stem] for p in paths]
+
+
 def edge_channel(instance_ids: torch.Tensor) -> torch.Tensor:
     """Instance ids [1, H, W] -> the boundary map as an input channel [1, H, W]: 1 on boundaries, -1 elsewhere
     (the [-1, 1] range of the other input channels)."""
@@ -112,14 +123,9 @@ class PairedDataset(Dataset):
                             "set model.in_channels=1 and model.out_channels=2 (the 'colorization' preset does).")
         self.instances: list[Path] = []
         if self.cfg.instance_edges:
-            folder = instance_folder(self.root, phase)
-            by_stem = {p.stem: p for p in list_images(folder)}
-            missing = [it.a for it in self.items if it.a.stem not in by_stem]
-            if missing:
-                raise DataError(f"{missing[0]} has no instance map {folder / (missing[0].stem + '.png')} "
-                                f"({len(missing)} of {len(self.items)} pairs lack one): data.instance_edges needs "
-                                "one per pair with the same name; add them, or drop data.instance_edges.")
-            self.instances = [by_stem[it.a.stem] for it in self.items]
+            self.instances = instance_maps([it.a for it in self.items], instance_folder(self.root, phase), "pairs",
+                                           "data.instance_edges needs one per pair with the same name; add them, "
+                                           "or drop data.instance_edges.")
 
     @classmethod
     def from_config(cls, data: DataConfig, model: ModelConfig, phase: str = "train", train: bool = True,

@@ -26,7 +26,6 @@ from ..data.for_model import model_dataset, test_geometry
 from ..data.images import (
     convert_channels,
     image_to_tensor,
-    list_images,
     load_image,
     open_map,
     save_image,
@@ -34,7 +33,7 @@ from ..data.images import (
 )
 from ..data.label_dataset import map_ids_tensor
 from ..data.label_sets import read_label_ids
-from ..data.paired import color_region_ids, edge_channel
+from ..data.paired import color_region_ids, edge_channel, instance_maps
 from ..data.transforms import apply_params, sample_params
 from ..errors import ConfigError, DataError, Pix2PixError
 from ..io.model_card import ModelCard, NetworkSpec
@@ -200,12 +199,8 @@ class Translator(BaseTranslator):
         folder = Path(instance_dir)
         if not folder.is_dir():
             raise ConfigError(f"--instances {folder}: no such folder.")
-        by_stem = {p.stem: p for p in list_images(folder)}
-        missing = [p for p in paths if Path(p).stem not in by_stem]
-        if missing:
-            raise DataError(f"{missing[0]} has no instance map of the same name in {folder} ({len(missing)} of "
-                            f"{len(paths)} images lack one): add them, or drop --instances.")
-        return {p: by_stem[Path(p).stem] for p in paths}
+        maps = instance_maps([Path(p) for p in paths], folder, "images", "add them, or drop --instances.")
+        return dict(zip(paths, maps, strict=True))
 
     def test_pairs(self, root: str | Path, phase: str = "test", *, label_set: Any = None,
                    progress: bool = False) -> Iterator[TestPair]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pix2pix.errors import TrainingDiverged
-from pix2pix.report import read_stats
+from pix2pix.report import loss_plot_svg, read_stats
 from pix2pix.training.sampling import EpochSampler
 from pix2pix.training.schedules import epochs_for_steps, linear_decay_factor
 from pix2pix.training.state import load_training_state
@@ -34,6 +34,20 @@ def test_tiny_run_writes_the_run_directory(tiny_config):
     # a second run gets the next number
     assert train(tiny_config).run_dir.name == "00001-tiny"
 
+
+def test_loss_plot_spans_the_plot_area_and_skips_non_finite_losses():
+    import xml.etree.ElementTree as ET
+
+    svg = "{http://www.w3.org/2000/svg}"
+    records = [{"step": 10, "losses": {"G": 2.0, "D": 1.0}}, {"step": 20, "losses": {"G": float("nan"), "D": 0.5}},
+               {"step": 30, "losses": {"G": 0.0, "D": 0.5}}]
+    root = ET.fromstring(loss_plot_svg(records, width=640, height=320))  # plot area x 56..510, y 16..284
+    d, g = ([tuple(map(float, pt.split(","))) for pt in line.get("points").split()]
+            for line in root.findall(f"{svg}polyline"))  # keys in sorted order: D, G
+    assert g == [(56.0, 16.0), (510.0, 284.0)]  # the NaN at step 20 is left out; G holds both y extremes
+    assert d == [(56.0, 150.0), (283.0, 217.0), (510.0, 217.0)]
+    assert [t.text for t in root.iter(f"{svg}text")][-2:] == ["D", "G"]  # the legend, one entry per key
+    assert "no losses logged yet" in loss_plot_svg([])
 
 def test_same_seed_same_losses(tiny_config):
     assert _losses(train(tiny_config).run_dir) == _losses(train(tiny_config).run_dir)

@@ -35,6 +35,37 @@ def read_stats(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _frame(out: list[str], bounds: tuple[float, float, float, float], margins: tuple[int, int, int, int],
+           size: tuple[int, int], x_label: str, x_format: str) -> tuple[Any, Any]:
+    """Draw the plot area's box, five ticks per axis and the x label; return the data -> pixel maps (sx, sy)."""
+    (x0, x1, y0, y1), (left, right, top, bottom), (width, height) = bounds, margins, size
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def sy(y: float) -> float:
+        return top + (1 - (y - y0) / (y1 - y0)) * ph
+
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    for i in range(5):
+        yv, xv = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
+        out.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
+        out.append(f'<text x="{sx(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">'
+                   f'{x_format.format(xv)}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>')
+    return sx, sy
+
+
+def _legend(out: list[str], i: int, name: str, at: tuple[int, int]) -> str:
+    """The i-th legend entry (a short line and the name) right of the plot area; returns its colour."""
+    colour, (x, top) = _COLOURS[i % len(_COLOURS)], at
+    ly = top + 14 * i + 8
+    out.append(f'<line x1="{x + 8}" y1="{ly}" x2="{x + 24}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
+    out.append(f'<text x="{x + 28}" y="{ly + 4}">{html.escape(name)}</text>')
+    return colour
+
+
 def loss_plot_svg(records: Sequence[dict[str, Any]], keys: Sequence[str] | None = None, width: int = 640,
                   height: int = 320, x_key: str = "step") -> str:
     """A line plot of `keys` against `x_key` as a standalone SVG (no plotting library needed)."""
@@ -51,29 +82,12 @@ def loss_plot_svg(records: Sequence[dict[str, Any]], keys: Sequence[str] | None 
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + (1 - (y - y0) / (y1 - y0)) * ph
-
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    for i in range(5):
-        yv, xv = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
-        out.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
-        out.append(f'<text x="{sx(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xv:.0f}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{html.escape(x_key)}</text>')
+    sx, sy = _frame(out, (x0, x1, y0, y1), (left, right, top, bottom), (width, height), x_key, "{:.0f}")
     for i, (key, pts) in enumerate(series.items()):
-        colour = _COLOURS[i % len(_COLOURS)]
+        colour = _legend(out, i, key, (width - right, top))
         if pts:
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>')
-        ly = top + 14 * i + 8
-        out.append(f'<line x1="{width - right + 8}" y1="{ly}" x2="{width - right + 24}" y2="{ly}" '
-                   f'stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<text x="{width - right + 28}" y="{ly + 4}">{html.escape(key)}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -106,19 +120,7 @@ def line_plot_svg(series: Sequence[dict[str, Any]], *, x_label: str = "", y_labe
     pad = 0.05 * (y1 - y0) if y1 > y0 else 0.05 * max(abs(y0), 1.0)
     y0 = max(0.0, y0 - pad) if y0 >= 0 else y0 - pad  # values that are never negative keep a zero floor
     y1, x1 = y1 + pad, x1 if x1 > x0 else x0 + 1
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + (1 - (y - y0) / (y1 - y0)) * ph
-
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    for i in range(5):
-        yv, xv = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
-        out.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
-        out.append(f'<text x="{sx(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xv:.3g}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>')
+    sx, sy = _frame(out, (x0, x1, y0, y1), (left, right, top, bottom), (width, height), x_label, "{:.3g}")
     out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + ph / 2})">{html.escape(y_label)}</text>')
     for i, (label, y) in enumerate(hlines):  # labels alternate between the right and the left end
@@ -127,7 +129,7 @@ def line_plot_svg(series: Sequence[dict[str, Any]], *, x_label: str = "", y_labe
                    f'stroke-dasharray="4 3"/><text x="{tx}" y="{sy(y) - 4:.1f}" text-anchor="{anchor}" '
                    f'fill="#555">{html.escape(label)}</text>')
     for i, (name, pts) in enumerate(lines):
-        colour = _COLOURS[i % len(_COLOURS)]
+        colour = _legend(out, i, name, (width - right, top))
         band = [p for p in pts if p[2] is not None and p[3] is not None]
         if len(band) > 1:
             edge = [f"{sx(x):.1f},{sy(hi):.1f}" for x, _, _, hi in band]
@@ -140,10 +142,6 @@ def line_plot_svg(series: Sequence[dict[str, Any]], *, x_label: str = "", y_labe
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in pts)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{path}"/>')
             out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>' for x, y, _, _ in pts]
-        ly = top + 14 * i + 8
-        out.append(f'<line x1="{width - right + 8}" y1="{ly}" x2="{width - right + 24}" y2="{ly}" '
-                   f'stroke="{colour}" stroke-width="2"/>')
-        out.append(f'<text x="{width - right + 28}" y="{ly + 4}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
 
